@@ -112,7 +112,13 @@ impl Ctx {
             vec![self.error(if path == "." { "(root)".into() } else { path }, clean_serde_message(&e.into_inner().to_string()))]
         })?;
         let mut unknown = Vec::new();
-        let _: Result<T, _> = serde_ignored::deserialize(&value, |path| unknown.push(path.to_string()));
+        let _: Result<T, _> = serde_ignored::deserialize(&value, |path| {
+            // NB: kube's generated root types read apiVersion/kind themselves (checked above).
+            let path = path.to_string();
+            if path != "apiVersion" && path != "kind" {
+                unknown.push(path);
+            }
+        });
         if unknown.is_empty() {
             Ok(typed)
         } else {

@@ -1,1 +1,111 @@
-fn main() {}
+//! `berth`: the user's command line.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use berth_api::convert::{self, V1Object};
+use berth_api::manifest;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about = "Berth: a Karpenter-compatible Kubernetes node autoscaler")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Convert Karpenter v1beta1 manifests (NodePool, NodeClaim, EC2NodeClass) to v1 YAML.
+    ///
+    /// v1 objects pass through unchanged. Notes on changed behaviour go to stderr; invalid input
+    /// is refused with the field path and exit code 1, and nothing is printed on stdout.
+    Convert {
+        /// Manifest files (multi-document YAML or JSON); `-` reads stdin.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+    },
+    /// Check manifests against Karpenter's rules (v1beta1 is converted first).
+    Validate {
+        /// Manifest files (multi-document YAML or JSON); `-` reads stdin.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the CustomResourceDefinitions Berth installs (NodePool, NodeClaim, EC2NodeClass).
+    Crds,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Convert { files } => Ok(convert_files(&files, true)?),
+        Command::Validate { files } => Ok(convert_files(&files, false)?),
+        Command::Crds => {
+            print!("{}", berth_api::crds::all_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+/// Reads, converts and validates every file; prints the v1 YAML when `print` is set.
+/// All files are checked before anything is printed, so output is all-or-nothing.
+fn convert_files(files: &[PathBuf], print: bool) -> anyhow::Result<ExitCode> {
+    let mut manifests = Vec::new();
+    let mut failed = false;
+    for path in files {
+        match manifest::parse_all(&read(path)?) {
+            Ok(mut m) => manifests.append(&mut m),
+            Err(errors) => {
+                failed = true;
+                for e in errors {
+                    eprintln!("{}: {e}", path.display());
+                }
+            }
+        }
+    }
+    if failed {
+        return Ok(ExitCode::FAILURE);
+    }
+    let converted = match convert::to_v1(manifests) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for note in &converted.notes {
+        eprintln!("note: {note}");
+    }
+    if print {
+        let docs: Vec<String> = converted.objects.iter().map(V1Object::to_yaml).collect();
+        print!("---\n{}", docs.join("---\n"));
+    } else {
+        for o in &converted.objects {
+            println!("{}: valid", o.describe());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
