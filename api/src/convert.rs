@@ -94,7 +94,10 @@ pub fn to_v1(manifests: Vec<Manifest>) -> Result<Converted, Vec<ConversionError>
     let mut kubelets: BTreeMap<String, (String, v1::KubeletConfiguration)> = BTreeMap::new();
     for m in &manifests {
         if let Manifest::NodePoolV1beta1(np) = m
-            && let (Some(kubelet), Some(r)) = (&np.spec.template.spec.kubelet, &np.spec.template.spec.node_class_ref)
+            && let (Some(kubelet), Some(r)) = (
+                &np.spec.template.spec.kubelet,
+                &np.spec.template.spec.node_class_ref,
+            )
             && is_ec2_node_class(r)
         {
             let object = m.describe();
@@ -125,8 +128,14 @@ pub fn to_v1(manifests: Vec<Manifest>) -> Result<Converted, Vec<ConversionError>
     let expire_after: BTreeMap<String, NillableDuration> = manifests
         .iter()
         .filter_map(|m| match m {
-            Manifest::NodePoolV1beta1(np) => Some((np.metadata.name.clone()?, NillableDuration(np.spec.disruption.expire_after.clone()))),
-            Manifest::NodePool(np) => Some((np.metadata.name.clone()?, np.spec.template.spec.expire_after.clone())),
+            Manifest::NodePoolV1beta1(np) => Some((
+                np.metadata.name.clone()?,
+                NillableDuration(np.spec.disruption.expire_after.clone()),
+            )),
+            Manifest::NodePool(np) => Some((
+                np.metadata.name.clone()?,
+                np.spec.template.spec.expire_after.clone(),
+            )),
             _ => None,
         })
         .collect();
@@ -142,8 +151,12 @@ pub fn to_v1(manifests: Vec<Manifest>) -> Result<Converted, Vec<ConversionError>
                 cx.move_kubelet(&object, &mut o.spec.kubelet, kubelets.get(&name));
                 Some(V1Object::EC2NodeClass(o))
             }
-            Manifest::NodePoolV1beta1(o) => cx.node_pool(&object, o, &class_names).map(V1Object::NodePool),
-            Manifest::NodeClaimV1beta1(o) => cx.node_claim(&object, o, &expire_after).map(V1Object::NodeClaim),
+            Manifest::NodePoolV1beta1(o) => cx
+                .node_pool(&object, o, &class_names)
+                .map(V1Object::NodePool),
+            Manifest::NodeClaimV1beta1(o) => cx
+                .node_claim(&object, o, &expire_after)
+                .map(V1Object::NodeClaim),
             Manifest::EC2NodeClassV1beta1(o) => {
                 let name = o.metadata.name.clone().unwrap_or_default();
                 cx.ec2_node_class(&object, o).map(|mut c| {
@@ -155,18 +168,32 @@ pub fn to_v1(manifests: Vec<Manifest>) -> Result<Converted, Vec<ConversionError>
         if let Some(converted) = converted {
             if let Err(errors) = converted.validate() {
                 for error in errors.0 {
-                    cx.errors.push(ConversionError { object: object.clone(), error });
+                    cx.errors.push(ConversionError {
+                        object: object.clone(),
+                        error,
+                    });
                 }
             }
             objects.push(converted);
         }
     }
-    if cx.errors.is_empty() { Ok(Converted { objects, notes: cx.notes }) } else { Err(cx.errors) }
+    if cx.errors.is_empty() {
+        Ok(Converted {
+            objects,
+            notes: cx.notes,
+        })
+    } else {
+        Err(cx.errors)
+    }
 }
 
 fn is_ec2_node_class(r: &v1beta1::NodeClassReference) -> bool {
-    let group = r.api_version.as_deref().map(|v| v.split('/').next().unwrap_or(v));
-    group.is_none_or(|g| g == labels::KARPENTER_AWS_GROUP) && r.kind.as_deref().is_none_or(|k| k == "EC2NodeClass")
+    let group = r
+        .api_version
+        .as_deref()
+        .map(|v| v.split('/').next().unwrap_or(v));
+    group.is_none_or(|g| g == labels::KARPENTER_AWS_GROUP)
+        && r.kind.as_deref().is_none_or(|k| k == "EC2NodeClass")
 }
 
 #[derive(Default)]
@@ -179,17 +206,33 @@ impl Cx {
     fn error(&mut self, object: &str, path: &str, message: impl Into<String>) {
         self.errors.push(ConversionError {
             object: object.to_owned(),
-            error: FieldError { path: path.to_owned(), message: message.into() },
+            error: FieldError {
+                path: path.to_owned(),
+                message: message.into(),
+            },
         });
     }
 
     fn note(&mut self, object: &str, path: &str, message: impl Into<String>) {
-        self.notes.push(Note { object: object.to_owned(), path: path.to_owned(), message: message.into() });
+        self.notes.push(Note {
+            object: object.to_owned(),
+            path: path.to_owned(),
+            message: message.into(),
+        });
     }
 
-    fn node_class_ref(&mut self, object: &str, path: &str, r: Option<v1beta1::NodeClassReference>) -> Option<v1::NodeClassReference> {
+    fn node_class_ref(
+        &mut self,
+        object: &str,
+        path: &str,
+        r: Option<v1beta1::NodeClassReference>,
+    ) -> Option<v1::NodeClassReference> {
         let Some(r) = r else {
-            self.error(object, path, "required: name the EC2NodeClass these nodes use ({name: default})");
+            self.error(
+                object,
+                path,
+                "required: name the EC2NodeClass these nodes use ({name: default})",
+            );
             return None;
         };
         if r.name.is_empty() {
@@ -199,41 +242,83 @@ impl Cx {
         let group = match r.api_version.as_deref() {
             None | Some("") => labels::KARPENTER_AWS_GROUP.to_owned(),
             Some(v) => match v.split_once('/') {
-                Some((group, version)) if !group.is_empty() && !version.is_empty() && !version.contains('/') => group.to_owned(),
+                Some((group, version))
+                    if !group.is_empty() && !version.is_empty() && !version.contains('/') =>
+                {
+                    group.to_owned()
+                }
                 _ => {
-                    self.error(object, &format!("{path}.apiVersion"), format!("{v:?} is not <group>/<version>, e.g. karpenter.k8s.aws/v1beta1"));
+                    self.error(
+                        object,
+                        &format!("{path}.apiVersion"),
+                        format!("{v:?} is not <group>/<version>, e.g. karpenter.k8s.aws/v1beta1"),
+                    );
                     return None;
                 }
             },
         };
-        let kind = r.kind.filter(|k| !k.is_empty()).unwrap_or_else(|| "EC2NodeClass".to_owned());
-        Some(v1::NodeClassReference { group, kind, name: r.name })
+        let kind = r
+            .kind
+            .filter(|k| !k.is_empty())
+            .unwrap_or_else(|| "EC2NodeClass".to_owned());
+        Some(v1::NodeClassReference {
+            group,
+            kind,
+            name: r.name,
+        })
     }
 
-    fn node_pool(&mut self, object: &str, np: v1beta1::NodePool, class_names: &[String]) -> Option<v1::NodePool> {
-        let v1beta1::NodePool { metadata, spec, status } = np;
+    fn node_pool(
+        &mut self,
+        object: &str,
+        np: v1beta1::NodePool,
+        class_names: &[String],
+    ) -> Option<v1::NodePool> {
+        let v1beta1::NodePool {
+            metadata,
+            spec,
+            status,
+        } = np;
         let d = spec.disruption;
         let (consolidation_policy, consolidate_after) = match d.consolidation_policy {
             v1beta1::ConsolidationPolicy::WhenUnderutilized => {
-                if let Some(after) = d.consolidate_after.as_deref().filter(|a| *a != NillableDuration::NEVER) {
+                if let Some(after) = d
+                    .consolidate_after
+                    .as_deref()
+                    .filter(|a| *a != NillableDuration::NEVER)
+                {
                     self.error(
                         object,
                         "spec.disruption.consolidateAfter",
                         format!("{after:?}: consolidateAfter cannot be combined with consolidationPolicy=WhenUnderutilized"),
                     );
                 }
-                (v1::ConsolidationPolicy::WhenEmptyOrUnderutilized, NillableDuration("0s".into()))
+                (
+                    v1::ConsolidationPolicy::WhenEmptyOrUnderutilized,
+                    NillableDuration("0s".into()),
+                )
             }
             v1beta1::ConsolidationPolicy::WhenEmpty => match d.consolidate_after {
                 Some(after) => (v1::ConsolidationPolicy::WhenEmpty, NillableDuration(after)),
                 None => {
-                    self.error(object, "spec.disruption.consolidateAfter", "consolidateAfter must be specified with consolidationPolicy=WhenEmpty");
-                    (v1::ConsolidationPolicy::WhenEmpty, NillableDuration::never())
+                    self.error(
+                        object,
+                        "spec.disruption.consolidateAfter",
+                        "consolidateAfter must be specified with consolidationPolicy=WhenEmpty",
+                    );
+                    (
+                        v1::ConsolidationPolicy::WhenEmpty,
+                        NillableDuration::never(),
+                    )
                 }
             },
         };
         let t = spec.template.spec;
-        let node_class_ref = self.node_class_ref(object, "spec.template.spec.nodeClassRef", t.node_class_ref.clone())?;
+        let node_class_ref = self.node_class_ref(
+            object,
+            "spec.template.spec.nodeClassRef",
+            t.node_class_ref.clone(),
+        )?;
         let mut metadata = metadata;
         if let Some(kubelet) = &t.kubelet {
             let class_in_input = class_names.contains(&node_class_ref.name);
@@ -241,12 +326,18 @@ impl Cx {
                 self.note(
                     object,
                     "spec.template.spec.kubelet",
-                    format!("moved to EC2NodeClass/{}: spec.kubelet", node_class_ref.name),
+                    format!(
+                        "moved to EC2NodeClass/{}: spec.kubelet",
+                        node_class_ref.name
+                    ),
                 );
             } else {
                 // Karpenter v1 still honours this annotation, so behaviour is kept.
                 let json = serde_json::to_string(kubelet).expect("kubelet serialises");
-                metadata.annotations.get_or_insert_default().insert(labels::KUBELET_COMPATIBILITY.to_owned(), json);
+                metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(labels::KUBELET_COMPATIBILITY.to_owned(), json);
                 self.note(
                     object,
                     "spec.template.spec.kubelet",
@@ -259,7 +350,11 @@ impl Cx {
             }
         }
         if !t.resources.is_empty() {
-            self.note(object, "spec.template.spec.resources", "dropped: v1 NodePools have no resources field (Karpenter ignored it)");
+            self.note(
+                object,
+                "spec.template.spec.resources",
+                "dropped: v1 NodePools have no resources field (Karpenter ignored it)",
+            );
         }
         Some(v1::NodePool {
             metadata,
@@ -278,29 +373,61 @@ impl Cx {
                 disruption: v1::Disruption {
                     consolidate_after,
                     consolidation_policy,
-                    budgets: if d.budgets.is_empty() { v1::Disruption::default().budgets } else { d.budgets },
+                    budgets: if d.budgets.is_empty() {
+                        v1::Disruption::default().budgets
+                    } else {
+                        d.budgets
+                    },
                 },
                 limits: spec.limits,
                 weight: spec.weight,
             },
-            status: status.map(|s| v1::NodePoolStatus { resources: s.resources, nodes: None, conditions: s.conditions }),
+            status: status.map(|s| v1::NodePoolStatus {
+                resources: s.resources,
+                nodes: None,
+                conditions: s.conditions,
+            }),
         })
     }
 
-    fn node_claim(&mut self, object: &str, nc: v1beta1::NodeClaim, expire_after: &BTreeMap<String, NillableDuration>) -> Option<v1::NodeClaim> {
-        let v1beta1::NodeClaim { mut metadata, spec, status } = nc;
-        let node_class_ref = self.node_class_ref(object, "spec.nodeClassRef", spec.node_class_ref.clone())?;
+    fn node_claim(
+        &mut self,
+        object: &str,
+        nc: v1beta1::NodeClaim,
+        expire_after: &BTreeMap<String, NillableDuration>,
+    ) -> Option<v1::NodeClaim> {
+        let v1beta1::NodeClaim {
+            mut metadata,
+            spec,
+            status,
+        } = nc;
+        let node_class_ref =
+            self.node_class_ref(object, "spec.nodeClassRef", spec.node_class_ref.clone())?;
         if let Some(kubelet) = &spec.kubelet {
             let json = serde_json::to_string(kubelet).expect("kubelet serialises");
-            metadata.annotations.get_or_insert_default().insert(labels::KUBELET_COMPATIBILITY.to_owned(), json);
-            self.note(object, "spec.kubelet", format!("kept as annotation {}", labels::KUBELET_COMPATIBILITY));
+            metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(labels::KUBELET_COMPATIBILITY.to_owned(), json);
+            self.note(
+                object,
+                "spec.kubelet",
+                format!("kept as annotation {}", labels::KUBELET_COMPATIBILITY),
+            );
         }
         // v1beta1 NodeClaims took expiry from their NodePool; v1 carries it on the claim.
-        let pool = metadata.labels.as_ref().and_then(|l| l.get(labels::NODE_POOL));
+        let pool = metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::NODE_POOL));
         let expire = match pool.and_then(|p| expire_after.get(p)) {
             Some(e) => e.clone(),
             None => {
-                self.note(object, "spec.expireAfter", "its NodePool is not among the converted manifests; using the default 720h");
+                self.note(
+                    object,
+                    "spec.expireAfter",
+                    "its NodePool is not among the converted manifests; using the default 720h",
+                );
                 NillableDuration("720h".into())
             }
         };
@@ -327,8 +454,16 @@ impl Cx {
         })
     }
 
-    fn ec2_node_class(&mut self, object: &str, c: v1beta1::EC2NodeClass) -> Option<v1::EC2NodeClass> {
-        let v1beta1::EC2NodeClass { metadata, spec: s, status } = c;
+    fn ec2_node_class(
+        &mut self,
+        object: &str,
+        c: v1beta1::EC2NodeClass,
+    ) -> Option<v1::EC2NodeClass> {
+        let v1beta1::EC2NodeClass {
+            metadata,
+            spec: s,
+            status,
+        } = c;
         let Some(family) = s.ami_family else {
             self.error(object, "spec.amiFamily", "required in v1beta1: one of AL2, AL2023, Bottlerocket, Ubuntu, Custom, Windows2019, Windows2022");
             return None;
@@ -336,7 +471,14 @@ impl Cx {
         let terms: Vec<v1::AmiSelectorTerm> = s
             .ami_selector_terms
             .iter()
-            .map(|t| v1::AmiSelectorTerm { alias: None, tags: t.tags.clone(), id: t.id.clone(), name: t.name.clone(), owner: t.owner.clone(), ssm_parameter: None })
+            .map(|t| v1::AmiSelectorTerm {
+                alias: None,
+                tags: t.tags.clone(),
+                id: t.id.clone(),
+                name: t.name.clone(),
+                owner: t.owner.clone(),
+                ssm_parameter: None,
+            })
             .collect();
         let mut block_device_mappings = s.block_device_mappings;
         let (ami_family, ami_selector_terms) = match family {
@@ -355,7 +497,11 @@ impl Cx {
                         device_name: Some("/dev/sda1".into()),
                         ebs: Some(v1::BlockDevice {
                             encrypted: Some(true),
-                            volume_size: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity("20Gi".into())),
+                            volume_size: Some(
+                                k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+                                    "20Gi".into(),
+                                ),
+                            ),
                             volume_type: Some(v1::VolumeType::Gp3),
                             ..Default::default()
                         }),
@@ -376,7 +522,13 @@ impl Cx {
                 };
                 if terms.is_empty() {
                     let alias = format!("{}@latest", v1_family.alias_family().expect("not Custom"));
-                    (None, vec![v1::AmiSelectorTerm { alias: Some(alias), ..Default::default() }])
+                    (
+                        None,
+                        vec![v1::AmiSelectorTerm {
+                            alias: Some(alias),
+                            ..Default::default()
+                        }],
+                    )
                 } else {
                     (Some(v1_family), terms)
                 }
@@ -392,7 +544,9 @@ impl Cx {
         }
         let metadata_options = v1::MetadataOptions {
             http_endpoint: m.http_endpoint.unwrap_or(v1::EnabledDisabled::Enabled),
-            http_protocol_ipv6: m.http_protocol_ipv6.unwrap_or(v1::EnabledDisabled::Disabled),
+            http_protocol_ipv6: m
+                .http_protocol_ipv6
+                .unwrap_or(v1::EnabledDisabled::Disabled),
             http_put_response_hop_limit: m.http_put_response_hop_limit.unwrap_or(2),
             http_tokens: m.http_tokens.unwrap_or(v1::HttpTokens::Required),
         };
@@ -426,7 +580,12 @@ impl Cx {
     }
 
     /// Puts the kubelet block collected from the NodePools into the EC2NodeClass.
-    fn move_kubelet(&mut self, object: &str, target: &mut Option<v1::KubeletConfiguration>, from: Option<&(String, v1::KubeletConfiguration)>) {
+    fn move_kubelet(
+        &mut self,
+        object: &str,
+        target: &mut Option<v1::KubeletConfiguration>,
+        from: Option<&(String, v1::KubeletConfiguration)>,
+    ) {
         let Some((pool, kubelet)) = from else { return };
         match target {
             Some(existing) if existing != kubelet => self.error(

@@ -14,7 +14,10 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("karpenter.sh_nodepools.yaml", v1::NodePool::crd()),
         ("karpenter.sh_nodeclaims.yaml", v1::NodeClaim::crd()),
-        ("karpenter.k8s.aws_ec2nodeclasses.yaml", v1::EC2NodeClass::crd()),
+        (
+            "karpenter.k8s.aws_ec2nodeclasses.yaml",
+            v1::EC2NodeClass::crd(),
+        ),
     ]
 }
 
@@ -26,5 +29,9 @@ pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
 
 /// All CRDs as one multi-document YAML stream.
 pub fn all_yaml() -> String {
-    all().iter().map(|(_, crd)| to_yaml(crd)).collect::<Vec<_>>().join("")
+    all()
+        .iter()
+        .map(|(_, crd)| to_yaml(crd))
+        .collect::<Vec<_>>()
+        .join("")
 }

@@ -21,9 +21,13 @@ pub fn parse_hms(s: &str) -> Result<Duration, String> {
             '0'..='9' => digits.push(c),
             'h' | 'm' | 's' => {
                 if digits.is_empty() {
-                    return Err(format!("{s:?}: unit {c:?} without a number; use e.g. 720h, 1h30m or 30s"));
+                    return Err(format!(
+                        "{s:?}: unit {c:?} without a number; use e.g. 720h, 1h30m or 30s"
+                    ));
                 }
-                let n: u64 = digits.parse().map_err(|_| format!("{s:?}: number too large"))?;
+                let n: u64 = digits
+                    .parse()
+                    .map_err(|_| format!("{s:?}: number too large"))?;
                 let unit = match c {
                     'h' => 3600,
                     'm' => 60,
@@ -52,11 +56,16 @@ pub fn parse_hms(s: &str) -> Result<Duration, String> {
 pub fn parse_budget_duration(s: &str) -> Result<Duration, String> {
     let trimmed = s.strip_suffix("0s").filter(|t| !t.is_empty()).unwrap_or(s);
     let valid_shape = {
-        let units: String = trimmed.chars().filter(|c| c.is_ascii_alphabetic()).collect();
+        let units: String = trimmed
+            .chars()
+            .filter(|c| c.is_ascii_alphabetic())
+            .collect();
         units == "h" || units == "m" || units == "hm"
     };
     if !valid_shape || trimmed.ends_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!("{s:?} must be hours and/or minutes, e.g. 8h, 30m or 1h30m"));
+        return Err(format!(
+            "{s:?} must be hours and/or minutes, e.g. 8h, 30m or 1h30m"
+        ));
     }
     parse_hms(trimmed)
 }
@@ -103,8 +112,14 @@ mod tests {
 
     #[test]
     fn budget_durations_are_hours_and_minutes() {
-        assert_eq!(parse_budget_duration("8h"), Ok(Duration::from_secs(8 * 3600)));
-        assert_eq!(parse_budget_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_budget_duration("8h"),
+            Ok(Duration::from_secs(8 * 3600))
+        );
+        assert_eq!(
+            parse_budget_duration("1h30m"),
+            Ok(Duration::from_secs(5400))
+        );
         assert_eq!(parse_budget_duration("10m0s"), Ok(Duration::from_secs(600)));
         assert!(parse_budget_duration("30s").is_err());
         assert!(parse_budget_duration("1h30m10s").is_err());

@@ -32,7 +32,11 @@ pub fn budget_nodes(nodes: &str) -> Option<berth_scheduler_core::model::BudgetNo
     use berth_scheduler_core::model::BudgetNodes;
     let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     match nodes.strip_suffix('%') {
-        Some(p) if all_digits(p) && p.len() <= 3 => p.parse::<u8>().ok().filter(|p| *p <= 100).map(BudgetNodes::Percent),
+        Some(p) if all_digits(p) && p.len() <= 3 => p
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= 100)
+            .map(BudgetNodes::Percent),
         Some(_) => None,
         None if all_digits(nodes) => nodes.parse().ok().map(BudgetNodes::Count),
         None => None,
@@ -42,7 +46,15 @@ pub fn budget_nodes(nodes: &str) -> Option<berth_scheduler_core::model::BudgetNo
 /// Checks a disruption budget schedule: a 5-field cron expression (UTC) or one of the
 /// `@yearly`-style macros Karpenter accepts.
 pub fn parse_schedule(schedule: &str) -> Result<(), String> {
-    const MACROS: &[&str] = &["@annually", "@yearly", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+    const MACROS: &[&str] = &[
+        "@annually",
+        "@yearly",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@midnight",
+        "@hourly",
+    ];
     if schedule.starts_with('@') {
         return if MACROS.contains(&schedule) {
             Ok(())

@@ -41,11 +41,25 @@ pub enum ParseError {
     #[error("document {document}: not valid YAML: {message}")]
     Syntax { document: usize, message: String },
     #[error("document {document}: {field} is missing; every object needs apiVersion and kind")]
-    MissingTypeMeta { document: usize, field: &'static str },
-    #[error("document {document}: {api_version} {kind} is not a Karpenter object Berth reads (karpenter.sh/v1 NodePool|NodeClaim, karpenter.k8s.aws/v1 EC2NodeClass, or their v1beta1)")]
-    UnknownKind { document: usize, api_version: String, kind: String },
+    MissingTypeMeta {
+        document: usize,
+        field: &'static str,
+    },
+    #[error(
+        "document {document}: {api_version} {kind} is not a Karpenter object Berth reads (karpenter.sh/v1 NodePool|NodeClaim, karpenter.k8s.aws/v1 EC2NodeClass, or their v1beta1)"
+    )]
+    UnknownKind {
+        document: usize,
+        api_version: String,
+        kind: String,
+    },
     #[error("document {document} ({object}): {path}: {message}")]
-    Field { document: usize, object: String, path: String, message: String },
+    Field {
+        document: usize,
+        object: String,
+        path: String,
+        message: String,
+    },
 }
 
 /// Reads every document of `text`. Empty documents are skipped; documents are numbered from 1.
@@ -58,7 +72,10 @@ pub fn parse_all(text: &str) -> Result<Vec<Manifest>, Vec<ParseError>> {
         let value: Value = match serde::Deserialize::deserialize(de) {
             Ok(v) => v,
             Err(e) => {
-                errors.push(ParseError::Syntax { document, message: e.to_string() });
+                errors.push(ParseError::Syntax {
+                    document,
+                    message: e.to_string(),
+                });
                 // NB: after a syntax error the YAML stream cannot be resumed reliably.
                 break;
             }
@@ -71,17 +88,30 @@ pub fn parse_all(text: &str) -> Result<Vec<Manifest>, Vec<ParseError>> {
             Err(mut e) => errors.append(&mut e),
         }
     }
-    if errors.is_empty() { Ok(manifests) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(manifests)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Reads one object already parsed as JSON.
 pub fn parse_value(document: usize, value: Value) -> Result<Manifest, Vec<ParseError>> {
     let field = |name: &'static str| value.get(name).and_then(Value::as_str).map(str::to_owned);
-    let api_version = field("apiVersion").ok_or(vec![ParseError::MissingTypeMeta { document, field: "apiVersion" }])?;
-    let kind = field("kind").ok_or(vec![ParseError::MissingTypeMeta { document, field: "kind" }])?;
+    let api_version = field("apiVersion").ok_or(vec![ParseError::MissingTypeMeta {
+        document,
+        field: "apiVersion",
+    }])?;
+    let kind = field("kind").ok_or(vec![ParseError::MissingTypeMeta {
+        document,
+        field: "kind",
+    }])?;
     let object = format!(
         "{kind}/{}",
-        value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<unnamed>")
+        value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("<unnamed>")
     );
     let ctx = Ctx { document, object };
     match (api_version.as_str(), kind.as_str()) {
@@ -90,8 +120,14 @@ pub fn parse_value(document: usize, value: Value) -> Result<Manifest, Vec<ParseE
         ("karpenter.k8s.aws/v1", "EC2NodeClass") => ctx.typed(value).map(Manifest::EC2NodeClass),
         ("karpenter.sh/v1beta1", "NodePool") => ctx.typed(value).map(Manifest::NodePoolV1beta1),
         ("karpenter.sh/v1beta1", "NodeClaim") => ctx.typed(value).map(Manifest::NodeClaimV1beta1),
-        ("karpenter.k8s.aws/v1beta1", "EC2NodeClass") => ctx.typed(value).map(Manifest::EC2NodeClassV1beta1),
-        _ => Err(vec![ParseError::UnknownKind { document, api_version, kind }]),
+        ("karpenter.k8s.aws/v1beta1", "EC2NodeClass") => {
+            ctx.typed(value).map(Manifest::EC2NodeClassV1beta1)
+        }
+        _ => Err(vec![ParseError::UnknownKind {
+            document,
+            api_version,
+            kind,
+        }]),
     }
 }
 
@@ -102,14 +138,22 @@ struct Ctx {
 
 impl Ctx {
     fn error(&self, path: String, message: String) -> ParseError {
-        ParseError::Field { document: self.document, object: self.object.clone(), path, message }
+        ParseError::Field {
+            document: self.document,
+            object: self.object.clone(),
+            path,
+            message,
+        }
     }
 
     /// Deserialises with the failing field's path, then refuses unknown fields.
     fn typed<T: DeserializeOwned>(&self, value: Value) -> Result<T, Vec<ParseError>> {
         let typed: T = serde_path_to_error::deserialize(&value).map_err(|e| {
             let path = e.path().to_string();
-            vec![self.error(if path == "." { "(root)".into() } else { path }, clean_serde_message(&e.into_inner().to_string()))]
+            vec![self.error(
+                if path == "." { "(root)".into() } else { path },
+                clean_serde_message(&e.into_inner().to_string()),
+            )]
         })?;
         let mut unknown = Vec::new();
         let _: Result<T, _> = serde_ignored::deserialize(&value, |path| {
@@ -122,14 +166,21 @@ impl Ctx {
         if unknown.is_empty() {
             Ok(typed)
         } else {
-            Err(unknown.into_iter().map(|p| self.error(p, "unknown field".into())).collect())
+            Err(unknown
+                .into_iter()
+                .map(|p| self.error(p, "unknown field".into()))
+                .collect())
         }
     }
 }
 
 /// serde_json's messages end with "at line 0 column 0" when reading from a `Value`.
 fn clean_serde_message(message: &str) -> String {
-    message.split(" at line ").next().unwrap_or(message).to_owned()
+    message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_owned()
 }
 
 impl fmt::Display for Manifest {

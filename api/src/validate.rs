@@ -69,10 +69,17 @@ struct Errors(Vec<FieldError>);
 
 impl Errors {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { path: path.into(), message: message.into() });
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
     fn finish(self) -> Result<(), ValidationErrors> {
-        if self.0.is_empty() { Ok(()) } else { Err(ValidationErrors(self.0)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(self.0))
+        }
     }
 }
 
@@ -88,7 +95,8 @@ fn is_name_part(s: &str) -> bool {
         && s.len() <= 63
         && s.starts_with(is_alnum)
         && s.ends_with(is_alnum)
-        && s.chars().all(|c| is_alnum(c) || matches!(c, '-' | '_' | '.'))
+        && s.chars()
+            .all(|c| is_alnum(c) || matches!(c, '-' | '_' | '.'))
 }
 
 /// A DNS-1123 subdomain: lower-case alphanumerics, `-` and `.`, at most 253 characters.
@@ -99,7 +107,9 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
             !label.is_empty()
                 && label.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
                 && label.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         })
 }
 
@@ -112,7 +122,9 @@ pub fn qualified_name_error(key: &str) -> Option<String> {
     if let Some(prefix) = prefix
         && !is_dns1123_subdomain(prefix)
     {
-        return Some(format!("{key:?}: the prefix must be a DNS subdomain (lower-case alphanumerics, '-' and '.')"));
+        return Some(format!(
+            "{key:?}: the prefix must be a DNS subdomain (lower-case alphanumerics, '-' and '.')"
+        ));
     }
     if !is_name_part(name) {
         return Some(format!(
@@ -155,7 +167,11 @@ const KARPENTER_SH_ALLOWED: &[&str] = &[labels::CAPACITY_TYPE, labels::NODE_POOL
 /// `karpenter.k8s.aws` labels users may require or set: the instance facts.
 fn karpenter_aws_allowed() -> Vec<&'static str> {
     let mut allowed = vec![labels::EC2_NODE_CLASS];
-    allowed.extend(labels::WELL_KNOWN_LABELS.iter().filter(|l| l.starts_with("karpenter.k8s.aws/")));
+    allowed.extend(
+        labels::WELL_KNOWN_LABELS
+            .iter()
+            .filter(|l| l.starts_with("karpenter.k8s.aws/")),
+    );
     allowed
 }
 
@@ -181,13 +197,19 @@ pub fn restricted_label_error(key: &str, usage: LabelUse) -> Option<String> {
     let kubernetes_allowed = KUBERNETES_IO_ALLOWED.contains(&key)
         || KUBERNETES_IO_EXCEPTIONS.iter().any(|e| domain.ends_with(e));
     if !kubernetes_allowed && domain.ends_with("kubernetes.io") {
-        return Some(format!("label domain \"kubernetes.io\" is restricted (key {key:?})"));
+        return Some(format!(
+            "label domain \"kubernetes.io\" is restricted (key {key:?})"
+        ));
     }
     if !domain.ends_with("kops.k8s.io") && domain.ends_with("k8s.io") {
-        return Some(format!("label domain \"k8s.io\" is restricted (key {key:?})"));
+        return Some(format!(
+            "label domain \"k8s.io\" is restricted (key {key:?})"
+        ));
     }
     if !KARPENTER_SH_ALLOWED.contains(&key) && domain.ends_with("karpenter.sh") {
-        return Some(format!("label domain \"karpenter.sh\" is restricted (key {key:?})"));
+        return Some(format!(
+            "label domain \"karpenter.sh\" is restricted (key {key:?})"
+        ));
     }
     if usage != LabelUse::NodeClaimRequirement && key == labels::NODE_POOL {
         return Some(format!("label \"{}\" is restricted", labels::NODE_POOL));
@@ -196,7 +218,9 @@ pub fn restricted_label_error(key: &str, usage: LabelUse) -> Option<String> {
         return Some(format!("label \"{}\" is restricted", labels::HOSTNAME));
     }
     if !karpenter_aws_allowed().contains(&key) && domain.ends_with("karpenter.k8s.aws") {
-        return Some(format!("label domain \"karpenter.k8s.aws\" is restricted (key {key:?})"));
+        return Some(format!(
+            "label domain \"karpenter.k8s.aws\" is restricted (key {key:?})"
+        ));
     }
     None
 }
@@ -222,16 +246,28 @@ fn restricted_label_cel(k: &str, usage: LabelUse) -> Vec<(String, String)> {
             "label domain \"k8s.io\" is restricted".to_owned(),
         ),
         (
-            format!("{k} in {} || !{domain}.endsWith(\"karpenter.sh\")", cel_list(KARPENTER_SH_ALLOWED)),
+            format!(
+                "{k} in {} || !{domain}.endsWith(\"karpenter.sh\")",
+                cel_list(KARPENTER_SH_ALLOWED)
+            ),
             "label domain \"karpenter.sh\" is restricted".to_owned(),
         ),
     ];
     if usage != LabelUse::NodeClaimRequirement {
-        rules.push((format!("{k} != \"{}\"", labels::NODE_POOL), format!("label \"{}\" is restricted", labels::NODE_POOL)));
+        rules.push((
+            format!("{k} != \"{}\"", labels::NODE_POOL),
+            format!("label \"{}\" is restricted", labels::NODE_POOL),
+        ));
     }
-    rules.push((format!("{k} != \"{}\"", labels::HOSTNAME), format!("label \"{}\" is restricted", labels::HOSTNAME)));
     rules.push((
-        format!("{k} in {} || !{domain}.endsWith(\"karpenter.k8s.aws\")", cel_list(&karpenter_aws_allowed())),
+        format!("{k} != \"{}\"", labels::HOSTNAME),
+        format!("label \"{}\" is restricted", labels::HOSTNAME),
+    ));
+    rules.push((
+        format!(
+            "{k} in {} || !{domain}.endsWith(\"karpenter.k8s.aws\")",
+            cel_list(&karpenter_aws_allowed())
+        ),
         "label domain \"karpenter.k8s.aws\" is restricted".to_owned(),
     ));
     rules
@@ -254,15 +290,26 @@ pub(crate) fn requirement_cel_rules(usage: LabelUse) -> Vec<Value> {
 }
 
 /// Tags Berth sets itself and users may not.
-const RESTRICTED_TAGS: &[&str] = &["karpenter.sh/nodepool", "karpenter.sh/nodeclaim", "karpenter.k8s.aws/ec2nodeclass", "eks:eks-cluster-name"];
+const RESTRICTED_TAGS: &[&str] = &[
+    "karpenter.sh/nodepool",
+    "karpenter.sh/nodeclaim",
+    "karpenter.k8s.aws/ec2nodeclass",
+    "eks:eks-cluster-name",
+];
 
 pub(crate) fn tag_cel_rules() -> Vec<Value> {
     let mut rules = vec![
         cel("self.all(k, k != '')", "empty tag keys aren't supported"),
-        cel("self.all(k, !k.startsWith('kubernetes.io/cluster'))", "tag contains a restricted tag matching kubernetes.io/cluster/"),
+        cel(
+            "self.all(k, !k.startsWith('kubernetes.io/cluster'))",
+            "tag contains a restricted tag matching kubernetes.io/cluster/",
+        ),
     ];
     for tag in RESTRICTED_TAGS {
-        rules.push(cel(&format!("self.all(k, k != '{tag}')"), &format!("tag contains a restricted tag matching {tag}")));
+        rules.push(cel(
+            &format!("self.all(k, k != '{tag}')"),
+            &format!("tag contains a restricted tag matching {tag}"),
+        ));
     }
     rules
 }
@@ -280,9 +327,17 @@ fn validate_name(errors: &mut Errors, name: Option<&str>) {
     }
 }
 
-fn validate_requirements(errors: &mut Errors, path: &str, reqs: &[NodeSelectorRequirementWithMinValues], usage: LabelUse) {
+fn validate_requirements(
+    errors: &mut Errors,
+    path: &str,
+    reqs: &[NodeSelectorRequirementWithMinValues],
+    usage: LabelUse,
+) {
     if reqs.len() > 100 {
-        errors.add(path, format!("at most 100 requirements, got {}", reqs.len()));
+        errors.add(
+            path,
+            format!("at most 100 requirements, got {}", reqs.len()),
+        );
     }
     for (i, r) in reqs.iter().enumerate() {
         let p = format!("{path}[{i}]");
@@ -301,9 +356,10 @@ fn validate_requirements(errors: &mut Errors, path: &str, reqs: &[NodeSelectorRe
             }
         }
         match r.operator {
-            Operator::In if r.values.is_empty() => {
-                errors.add(format!("{p}.values"), "requirements with operator 'In' must have a value defined")
-            }
+            Operator::In if r.values.is_empty() => errors.add(
+                format!("{p}.values"),
+                "requirements with operator 'In' must have a value defined",
+            ),
             Operator::Gt | Operator::Lt | Operator::Gte | Operator::Lte => {
                 let single_int = r.values.len() == 1 && r.values[0].parse::<u64>().is_ok();
                 if !single_int {
@@ -320,7 +376,10 @@ fn validate_requirements(errors: &mut Errors, path: &str, reqs: &[NodeSelectorRe
         }
         if let Some(min) = r.min_values {
             if !(1..=50).contains(&min) {
-                errors.add(format!("{p}.minValues"), format!("must be between 1 and 50, got {min}"));
+                errors.add(
+                    format!("{p}.minValues"),
+                    format!("must be between 1 and 50, got {min}"),
+                );
             } else if r.operator == Operator::In && r.values.len() < min as usize {
                 errors.add(
                     format!("{p}.minValues"),
@@ -334,11 +393,23 @@ fn validate_requirements(errors: &mut Errors, path: &str, reqs: &[NodeSelectorRe
     }
 }
 
-fn validate_taints(errors: &mut Errors, spec_path: &str, taints: &[Taint], startup_taints: &[Taint]) {
+fn validate_taints(
+    errors: &mut Errors,
+    spec_path: &str,
+    taints: &[Taint],
+    startup_taints: &[Taint],
+) {
     let mut seen = BTreeSet::new();
-    let all = taints.iter().enumerate().map(|(i, t)| (format!("{spec_path}.taints[{i}]"), t)).chain(
-        startup_taints.iter().enumerate().map(|(i, t)| (format!("{spec_path}.startupTaints[{i}]"), t)),
-    );
+    let all = taints
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("{spec_path}.taints[{i}]"), t))
+        .chain(
+            startup_taints
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("{spec_path}.startupTaints[{i}]"), t)),
+        );
     for (p, t) in all {
         if t.key.is_empty() {
             errors.add(format!("{p}.key"), "required");
@@ -354,7 +425,10 @@ fn validate_taints(errors: &mut Errors, spec_path: &str, taints: &[Taint], start
             );
         }
         if !seen.insert((t.key.clone(), t.effect)) {
-            errors.add(p, format!("duplicate taint Key/Effect pair {}={:?}", t.key, t.effect));
+            errors.add(
+                p,
+                format!("duplicate taint Key/Effect pair {}={:?}", t.key, t.effect),
+            );
         }
     }
 }
@@ -363,7 +437,13 @@ fn validate_node_class_ref(errors: &mut Errors, path: &str, r: &v1::NodeClassRef
     if r.group.is_empty() {
         errors.add(format!("{path}.group"), "group may not be empty");
     } else if r.group.contains('/') {
-        errors.add(format!("{path}.group"), format!("{:?} must be an API group without a version (no '/')", r.group));
+        errors.add(
+            format!("{path}.group"),
+            format!(
+                "{:?} must be an API group without a version (no '/')",
+                r.group
+            ),
+        );
     }
     if r.kind.is_empty() {
         errors.add(format!("{path}.kind"), "kind may not be empty");
@@ -373,7 +453,11 @@ fn validate_node_class_ref(errors: &mut Errors, path: &str, r: &v1::NodeClassRef
     }
 }
 
-fn validate_quantities(errors: &mut Errors, path: &str, list: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>) {
+fn validate_quantities(
+    errors: &mut Errors,
+    path: &str,
+    list: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) {
     for (name, q) in list {
         if let Err(e) = berth_scheduler_core::quantity::parse_milli(&q.0) {
             errors.add(format!("{path}.{name}"), e.to_string());
@@ -414,10 +498,28 @@ impl Validate for NodePool {
         }
 
         let s = &template.spec;
-        validate_requirements(&mut errors, "spec.template.spec.requirements", &s.requirements, LabelUse::NodePoolRequirement);
-        validate_taints(&mut errors, "spec.template.spec", &s.taints, &s.startup_taints);
-        validate_node_class_ref(&mut errors, "spec.template.spec.nodeClassRef", &s.node_class_ref);
-        validate_expire_after(&mut errors, "spec.template.spec.expireAfter", &s.expire_after);
+        validate_requirements(
+            &mut errors,
+            "spec.template.spec.requirements",
+            &s.requirements,
+            LabelUse::NodePoolRequirement,
+        );
+        validate_taints(
+            &mut errors,
+            "spec.template.spec",
+            &s.taints,
+            &s.startup_taints,
+        );
+        validate_node_class_ref(
+            &mut errors,
+            "spec.template.spec.nodeClassRef",
+            &s.node_class_ref,
+        );
+        validate_expire_after(
+            &mut errors,
+            "spec.template.spec.expireAfter",
+            &s.expire_after,
+        );
         if let Some(d) = &s.termination_grace_period
             && let Err(e) = d.parse()
         {
@@ -425,14 +527,27 @@ impl Validate for NodePool {
         }
 
         let d = &spec.disruption;
-        validate_expire_after(&mut errors, "spec.disruption.consolidateAfter", &d.consolidate_after);
+        validate_expire_after(
+            &mut errors,
+            "spec.disruption.consolidateAfter",
+            &d.consolidate_after,
+        );
         if d.budgets.len() > 50 {
-            errors.add("spec.disruption.budgets", format!("at most 50 budgets, got {}", d.budgets.len()));
+            errors.add(
+                "spec.disruption.budgets",
+                format!("at most 50 budgets, got {}", d.budgets.len()),
+            );
         }
         for (i, b) in d.budgets.iter().enumerate() {
             let p = format!("spec.disruption.budgets[{i}]");
             if crate::budget_nodes(&b.nodes).is_none() {
-                errors.add(format!("{p}.nodes"), format!("{:?} must be a count (5) or a percentage from 0% to 100% (10%)", b.nodes));
+                errors.add(
+                    format!("{p}.nodes"),
+                    format!(
+                        "{:?} must be a count (5) or a percentage from 0% to 100% (10%)",
+                        b.nodes
+                    ),
+                );
             }
             if b.schedule.is_some() != b.duration.is_some() {
                 errors.add(&p, "'schedule' must be set with 'duration'");
@@ -466,7 +581,12 @@ impl Validate for NodeClaim {
         let mut errors = Errors::default();
         validate_name(&mut errors, self.metadata.name.as_deref());
         let s = &self.spec;
-        validate_requirements(&mut errors, "spec.requirements", &s.requirements, LabelUse::NodeClaimRequirement);
+        validate_requirements(
+            &mut errors,
+            "spec.requirements",
+            &s.requirements,
+            LabelUse::NodeClaimRequirement,
+        );
         validate_taints(&mut errors, "spec", &s.taints, &s.startup_taints);
         validate_node_class_ref(&mut errors, "spec.nodeClassRef", &s.node_class_ref);
         validate_expire_after(&mut errors, "spec.expireAfter", &s.expire_after);
@@ -475,14 +595,23 @@ impl Validate for NodeClaim {
         {
             errors.add("spec.terminationGracePeriod", e);
         }
-        validate_quantities(&mut errors, "spec.resources.requests", &s.resources.requests);
+        validate_quantities(
+            &mut errors,
+            "spec.resources.requests",
+            &s.resources.requests,
+        );
         errors.finish()
     }
 }
 
 // ---- EC2NodeClass -------------------------------------------------------------------------------------
 
-fn validate_tags(errors: &mut Errors, path: &str, tags: &BTreeMap<String, String>, max: Option<usize>) {
+fn validate_tags(
+    errors: &mut Errors,
+    path: &str,
+    tags: &BTreeMap<String, String>,
+    max: Option<usize>,
+) {
     if let Some(max) = max
         && tags.len() > max
     {
@@ -506,7 +635,8 @@ fn contains_prefixed_id(s: &str, prefix: &str) -> bool {
 }
 
 fn is_percentage(s: &str) -> bool {
-    s.strip_suffix('%').is_some_and(|n| n.parse::<f64>().is_ok_and(|p| (0.0..=100.0).contains(&p)))
+    s.strip_suffix('%')
+        .is_some_and(|n| n.parse::<f64>().is_ok_and(|p| (0.0..=100.0).contains(&p)))
 }
 
 impl Validate for EC2NodeClass {
@@ -531,7 +661,10 @@ impl Validate for EC2NodeClass {
             if let Some(id) = &t.id
                 && !contains_prefixed_id(id, "subnet-")
             {
-                errors.add(format!("{tp}.id"), format!("{id:?} is not a subnet id (subnet-...)"));
+                errors.add(
+                    format!("{tp}.id"),
+                    format!("{id:?} is not a subnet id (subnet-...)"),
+                );
             }
             validate_tags(&mut errors, &format!("{tp}.tags"), &t.tags, Some(20));
         }
@@ -546,7 +679,10 @@ impl Validate for EC2NodeClass {
             let tp = format!("{p}[{i}]");
             let set = [t.id.is_some(), !t.tags.is_empty(), t.name.is_some()];
             if set == [false, false, false] {
-                errors.add(&tp, "expected at least one, got none, ['tags', 'id', 'name']");
+                errors.add(
+                    &tp,
+                    "expected at least one, got none, ['tags', 'id', 'name']",
+                );
             } else if t.id.is_some() && (set[1] || set[2]) {
                 errors.add(&tp, "'id' is mutually exclusive, cannot be set with a combination of other fields in securityGroupSelectorTerms");
             } else if t.name.is_some() && set[1] {
@@ -555,7 +691,10 @@ impl Validate for EC2NodeClass {
             if let Some(id) = &t.id
                 && !contains_prefixed_id(id, "sg-")
             {
-                errors.add(format!("{tp}.id"), format!("{id:?} is not a security group id (sg-...)"));
+                errors.add(
+                    format!("{tp}.id"),
+                    format!("{id:?} is not a security group id (sg-...)"),
+                );
             }
             validate_tags(&mut errors, &format!("{tp}.tags"), &t.tags, Some(20));
         }
@@ -571,7 +710,12 @@ impl Validate for EC2NodeClass {
         for (i, t) in terms.iter().enumerate() {
             let tp = format!("{p}[{i}]");
             let others = !t.tags.is_empty() || t.name.is_some() || t.owner.is_some();
-            if t.alias.is_none() && t.id.is_none() && t.tags.is_empty() && t.name.is_none() && t.ssm_parameter.is_none() {
+            if t.alias.is_none()
+                && t.id.is_none()
+                && t.tags.is_empty()
+                && t.name.is_none()
+                && t.ssm_parameter.is_none()
+            {
                 errors.add(&tp, "expected at least one, got none, ['tags', 'id', 'name', 'alias', 'ssmParameter']");
             }
             if t.id.is_some() && (t.alias.is_some() || others) {
@@ -580,7 +724,10 @@ impl Validate for EC2NodeClass {
             if let Some(id) = &t.id
                 && !contains_prefixed_id(id, "ami-")
             {
-                errors.add(format!("{tp}.id"), format!("{id:?} is not an AMI id (ami-...)"));
+                errors.add(
+                    format!("{tp}.id"),
+                    format!("{id:?} is not an AMI id (ami-...)"),
+                );
             }
             validate_tags(&mut errors, &format!("{tp}.tags"), &t.tags, Some(20));
             let Some(alias) = &t.alias else { continue };
@@ -621,7 +768,10 @@ impl Validate for EC2NodeClass {
         }
 
         match (&s.role, &s.instance_profile) {
-            (Some(_), Some(_)) | (None, None) => errors.add("spec", "must specify exactly one of ['role', 'instanceProfile']"),
+            (Some(_), Some(_)) | (None, None) => errors.add(
+                "spec",
+                "must specify exactly one of ['role', 'instanceProfile']",
+            ),
             _ => {}
         }
         if s.role.as_deref() == Some("") {
@@ -634,7 +784,10 @@ impl Validate for EC2NodeClass {
         validate_tags(&mut errors, "spec.tags", &s.tags, None);
         for k in s.tags.keys() {
             if k.starts_with("kubernetes.io/cluster") || RESTRICTED_TAGS.contains(&k.as_str()) {
-                errors.add(format!("spec.tags[{k}]"), format!("tag {k:?} is restricted: Berth sets it itself"));
+                errors.add(
+                    format!("spec.tags[{k}]"),
+                    format!("tag {k:?} is restricted: Berth sets it itself"),
+                );
             }
         }
 
@@ -646,7 +799,12 @@ impl Validate for EC2NodeClass {
         if s.block_device_mappings.len() > 50 {
             errors.add(p, "at most 50 block device mappings");
         }
-        if s.block_device_mappings.iter().filter(|b| b.root_volume).count() > 1 {
+        if s.block_device_mappings
+            .iter()
+            .filter(|b| b.root_volume)
+            .count()
+            > 1
+        {
             errors.add(p, "must have only one blockDeviceMappings with rootVolume");
         }
         for (i, b) in s.block_device_mappings.iter().enumerate() {
@@ -667,7 +825,10 @@ impl Validate for EC2NodeClass {
         {
             errors.add(
                 "spec.metadataOptions.httpPutResponseHopLimit",
-                format!("must be between 1 and 64, got {}", m.http_put_response_hop_limit),
+                format!(
+                    "must be between 1 and 64, got {}",
+                    m.http_put_response_hop_limit
+                ),
             );
         }
         errors.finish()
@@ -682,73 +843,127 @@ fn check_volume_size(size: &str) -> Result<(), String> {
         .ok_or_else(|| format!("{size:?} must be a whole number of Gi, G, Ti or T (e.g. 20Gi)"))?;
     match n.parse::<u32>() {
         Ok(v) if (1..=max).contains(&v) && !n.starts_with('0') => Ok(()),
-        _ => Err(format!("{size:?} is out of range: 1Gi-59000Gi, 1G-64000G, 1Ti-58Ti or 1T-64T")),
+        _ => Err(format!(
+            "{size:?} is out of range: 1Gi-59000Gi, 1G-64000G, 1Ti-58Ti or 1T-64T"
+        )),
     }
 }
 
 fn validate_kubelet(errors: &mut Errors, k: &v1::KubeletConfiguration) {
     let p = "spec.kubelet";
-    for (field, map) in [("systemReserved", &k.system_reserved), ("kubeReserved", &k.kube_reserved)] {
+    for (field, map) in [
+        ("systemReserved", &k.system_reserved),
+        ("kubeReserved", &k.kube_reserved),
+    ] {
         for (key, value) in map {
             let fp = format!("{p}.{field}[{key}]");
             if !["cpu", "memory", "ephemeral-storage", "pid"].contains(&key.as_str()) {
-                errors.add(&fp, format!("valid keys for {field} are ['cpu','memory','ephemeral-storage','pid']"));
+                errors.add(
+                    &fp,
+                    format!(
+                        "valid keys for {field} are ['cpu','memory','ephemeral-storage','pid']"
+                    ),
+                );
             }
             if value.starts_with('-') {
-                errors.add(&fp, format!("{field} value cannot be a negative resource quantity"));
+                errors.add(
+                    &fp,
+                    format!("{field} value cannot be a negative resource quantity"),
+                );
             } else if let Err(e) = berth_scheduler_core::quantity::parse_milli(value) {
                 errors.add(&fp, e.to_string());
             }
         }
     }
-    for (field, map) in [("evictionHard", &k.eviction_hard), ("evictionSoft", &k.eviction_soft)] {
+    for (field, map) in [
+        ("evictionHard", &k.eviction_hard),
+        ("evictionSoft", &k.eviction_soft),
+    ] {
         for (key, value) in map {
             let fp = format!("{p}.{field}[{key}]");
             if !v1::EVICTION_SIGNALS.contains(&key.as_str()) {
-                errors.add(&fp, format!("valid keys for {field} are {:?}", v1::EVICTION_SIGNALS));
+                errors.add(
+                    &fp,
+                    format!("valid keys for {field} are {:?}", v1::EVICTION_SIGNALS),
+                );
             }
-            if !value.is_empty() && !is_percentage(value) && berth_scheduler_core::quantity::parse_milli(value).is_err() {
-                errors.add(&fp, format!("{value:?} must be a percentage (10%) or a quantity (100Mi)"));
+            if !value.is_empty()
+                && !is_percentage(value)
+                && berth_scheduler_core::quantity::parse_milli(value).is_err()
+            {
+                errors.add(
+                    &fp,
+                    format!("{value:?} must be a percentage (10%) or a quantity (100Mi)"),
+                );
             }
         }
     }
     for (key, value) in &k.eviction_soft_grace_period {
         let fp = format!("{p}.evictionSoftGracePeriod[{key}]");
         if !v1::EVICTION_SIGNALS.contains(&key.as_str()) {
-            errors.add(&fp, format!("valid keys for evictionSoftGracePeriod are {:?}", v1::EVICTION_SIGNALS));
+            errors.add(
+                &fp,
+                format!(
+                    "valid keys for evictionSoftGracePeriod are {:?}",
+                    v1::EVICTION_SIGNALS
+                ),
+            );
         }
         if value.parse::<kube::core::Duration>().is_err() {
             errors.add(&fp, format!("{value:?} is not a duration (e.g. 1m30s)"));
         }
         if !k.eviction_soft.contains_key(key) {
-            errors.add(&fp, "evictionSoftGracePeriod OwnerKey does not have a matching evictionSoft");
+            errors.add(
+                &fp,
+                "evictionSoftGracePeriod OwnerKey does not have a matching evictionSoft",
+            );
         }
     }
     for key in k.eviction_soft.keys() {
         if !k.eviction_soft_grace_period.contains_key(key) {
-            errors.add(format!("{p}.evictionSoft[{key}]"), "evictionSoft OwnerKey does not have a matching evictionSoftGracePeriod");
+            errors.add(
+                format!("{p}.evictionSoft[{key}]"),
+                "evictionSoft OwnerKey does not have a matching evictionSoftGracePeriod",
+            );
         }
     }
     for (field, value) in [("maxPods", k.max_pods), ("podsPerCore", k.pods_per_core)] {
         if let Some(v) = value
             && v < 0
         {
-            errors.add(format!("{p}.{field}"), format!("must be at least 0, got {v}"));
+            errors.add(
+                format!("{p}.{field}"),
+                format!("must be at least 0, got {v}"),
+            );
         }
     }
     for (field, value) in [
-        ("imageGCHighThresholdPercent", k.image_gc_high_threshold_percent),
-        ("imageGCLowThresholdPercent", k.image_gc_low_threshold_percent),
+        (
+            "imageGCHighThresholdPercent",
+            k.image_gc_high_threshold_percent,
+        ),
+        (
+            "imageGCLowThresholdPercent",
+            k.image_gc_low_threshold_percent,
+        ),
     ] {
         if let Some(v) = value
             && !(0..=100).contains(&v)
         {
-            errors.add(format!("{p}.{field}"), format!("must be between 0 and 100, got {v}"));
+            errors.add(
+                format!("{p}.{field}"),
+                format!("must be between 0 and 100, got {v}"),
+            );
         }
     }
-    if let (Some(high), Some(low)) = (k.image_gc_high_threshold_percent, k.image_gc_low_threshold_percent)
-        && high <= low
+    if let (Some(high), Some(low)) = (
+        k.image_gc_high_threshold_percent,
+        k.image_gc_low_threshold_percent,
+    ) && high <= low
     {
-        errors.add(format!("{p}.imageGCHighThresholdPercent"), "imageGCHighThresholdPercent must be greater than imageGCLowThresholdPercent");
+        errors.add(
+            format!("{p}.imageGCHighThresholdPercent"),
+            "imageGCHighThresholdPercent must be greater than imageGCLowThresholdPercent",
+        );
     }
 }

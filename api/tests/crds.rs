@@ -31,7 +31,10 @@ fn checked_in_crds_match_the_types() {
 
 #[test]
 fn crds_carry_karpenters_rules() {
-    let json: String = berth_api::crds::all().iter().map(|(_, crd)| serde_json::to_string(crd).unwrap()).collect();
+    let json: String = berth_api::crds::all()
+        .iter()
+        .map(|(_, crd)| serde_json::to_string(crd).unwrap())
+        .collect();
     for expected in [
         r#"label domain \"kubernetes.io\" is restricted"#,
         "requirements with operator 'In' must have a value defined",
@@ -49,6 +52,13 @@ fn crds_carry_karpenters_rules() {
         assert_eq!(crd.spec.scope, "Cluster");
         assert_eq!(crd.spec.versions.len(), 1);
         assert_eq!(crd.spec.versions[0].name, "v1");
-        assert!(crd.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
+        assert!(
+            crd.spec.versions[0]
+                .subresources
+                .as_ref()
+                .unwrap()
+                .status
+                .is_some()
+        );
     }
 }

@@ -10,7 +10,11 @@ use berth_api::manifest;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about = "Berth: a Karpenter-compatible Kubernetes node autoscaler")]
+#[command(
+    name = "berth",
+    version,
+    about = "Berth: a Karpenter-compatible Kubernetes node autoscaler"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,7 +65,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn read(path: &PathBuf) -> anyhow::Result<String> {
     if path.as_os_str() == "-" {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading stdin")?;
         Ok(text)
     } else {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))

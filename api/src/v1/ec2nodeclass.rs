@@ -24,9 +24,22 @@ use crate::schema::cel;
     status = "EC2NodeClassStatus",
     derive = "PartialEq",
     doc = "EC2NodeClass is the Schema for the EC2NodeClass API",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role", priority = "1"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Role",
+        type_ = "string",
+        json_path = ".spec.role",
+        priority = "1"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -53,7 +66,11 @@ pub struct EC2NodeClassSpec {
         cel("!self.exists(x, has(x.name) && (has(x.tags) || has(x.id)))", "'name' is mutually exclusive, cannot be set with a combination of other fields in securityGroupSelectorTerms"),
     ]))]
     pub security_group_selector_terms: Vec<SecurityGroupSelectorTerm>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "associatePublicIPAddress")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "associatePublicIPAddress"
+    )]
     pub associate_public_ip_address: Option<bool>,
     /// How to find the AMIs: an `alias` (`al2023@latest`) alone, or tags/id/name/owner/ssmParameter.
     #[schemars(length(min = 1, max = 30), extend("x-kubernetes-validations" = [
@@ -186,9 +203,15 @@ impl AmiFamily {
     }
 
     pub fn from_alias_family(family: &str) -> Option<Self> {
-        [Self::AL2, Self::AL2023, Self::Bottlerocket, Self::Windows2019, Self::Windows2022]
-            .into_iter()
-            .find(|f| f.alias_family() == Some(family))
+        [
+            Self::AL2,
+            Self::AL2023,
+            Self::Bottlerocket,
+            Self::Windows2019,
+            Self::Windows2022,
+        ]
+        .into_iter()
+        .find(|f| f.alias_family() == Some(family))
     }
 }
 
@@ -231,13 +254,25 @@ pub struct KubeletConfiguration {
     pub eviction_soft_grace_period: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eviction_max_pod_grace_period: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "imageGCHighThresholdPercent")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "imageGCHighThresholdPercent"
+    )]
     #[schemars(range(min = 0, max = 100))]
     pub image_gc_high_threshold_percent: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "imageGCLowThresholdPercent")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "imageGCLowThresholdPercent"
+    )]
     #[schemars(range(min = 0, max = 100))]
     pub image_gc_low_threshold_percent: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "cpuCFSQuota")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "cpuCFSQuota"
+    )]
     pub cpu_cfs_quota: Option<bool>,
 }
 
@@ -276,7 +311,11 @@ pub struct BlockDevice {
     pub iops: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "kmsKeyID")]
     pub kms_key_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "snapshotID")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "snapshotID"
+    )]
     pub snapshot_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throughput: Option<i64>,

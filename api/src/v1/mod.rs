@@ -2,8 +2,12 @@
 //! Berth serves and stores. Field names, defaults and rules follow Karpenter v1 so that a
 //! Karpenter user's manifests apply unchanged.
 
+// NB: clippy reads kube's repeated `printcolumn(type_ = ...)` as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 mod ec2nodeclass;
+#[allow(clippy::duplicated_attributes)]
 mod nodeclaim;
+#[allow(clippy::duplicated_attributes)]
 mod nodepool;
 
 pub use ec2nodeclass::*;
@@ -55,7 +59,12 @@ impl From<Operator> for berth_scheduler_core::model::Operator {
         "requirements with 'minValues' must have at least that many values specified in the 'values' field"),
 ]))]
 pub struct NodeSelectorRequirementWithMinValues {
-    #[schemars(length(max = 316), regex(pattern = r"^(([a-zA-Z0-9]|[a-zA-Z0-9][-a-zA-Z0-9]*[a-zA-Z0-9])\.)*([a-zA-Z0-9]|[a-zA-Z0-9][-a-zA-Z0-9]*[a-zA-Z0-9])(\/(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]))?$|^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"))]
+    #[schemars(
+        length(max = 316),
+        regex(
+            pattern = r"^(([a-zA-Z0-9]|[a-zA-Z0-9][-a-zA-Z0-9]*[a-zA-Z0-9])\.)*([a-zA-Z0-9]|[a-zA-Z0-9][-a-zA-Z0-9]*[a-zA-Z0-9])(\/(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]))?$|^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+        )
+    )]
     pub key: String,
     pub operator: Operator,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -67,7 +76,9 @@ pub struct NodeSelectorRequirementWithMinValues {
     pub min_values: Option<i32>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 pub enum TaintEffect {
     NoSchedule,
     PreferNoSchedule,
@@ -78,7 +89,12 @@ pub enum TaintEffect {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Taint {
-    #[schemars(length(min = 1), regex(pattern = r"^(([a-zA-Z0-9]|[a-zA-Z0-9][-a-zA-Z0-9]*[a-zA-Z0-9])\.)*([a-zA-Z0-9]|[a-zA-Z0-9][-a-zA-Z0-9]*[a-zA-Z0-9])(\/(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]))?$|^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"))]
+    #[schemars(
+        length(min = 1),
+        regex(
+            pattern = r"^(([a-zA-Z0-9]|[a-zA-Z0-9][-a-zA-Z0-9]*[a-zA-Z0-9])\.)*([a-zA-Z0-9]|[a-zA-Z0-9][-a-zA-Z0-9]*[a-zA-Z0-9])(\/(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]))?$|^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+        )
+    )]
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"))]

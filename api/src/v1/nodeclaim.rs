@@ -6,7 +6,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, NillableDuration, NodeClassReference, NodeSelectorRequirementWithMinValues, Taint};
+use super::{
+    Duration, NillableDuration, NodeClassReference, NodeSelectorRequirementWithMinValues, Taint,
+};
 
 /// A NodeClaim: Berth's request for one node, and what the cloud made of it.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -20,14 +22,44 @@ use super::{Duration, NillableDuration, NodeClassReference, NodeSelectorRequirem
     status = "NodeClaimStatus",
     derive = "PartialEq",
     doc = "NodeClaim is the Schema for the NodeClaims API",
-    printcolumn(name = "Type", type_ = "string", json_path = ".metadata.labels.node\\.kubernetes\\.io/instance-type"),
-    printcolumn(name = "Capacity", type_ = "string", json_path = ".metadata.labels.karpenter\\.sh/capacity-type"),
-    printcolumn(name = "Zone", type_ = "string", json_path = ".metadata.labels.topology\\.kubernetes\\.io/zone"),
+    printcolumn(
+        name = "Type",
+        type_ = "string",
+        json_path = ".metadata.labels.node\\.kubernetes\\.io/instance-type"
+    ),
+    printcolumn(
+        name = "Capacity",
+        type_ = "string",
+        json_path = ".metadata.labels.karpenter\\.sh/capacity-type"
+    ),
+    printcolumn(
+        name = "Zone",
+        type_ = "string",
+        json_path = ".metadata.labels.topology\\.kubernetes\\.io/zone"
+    ),
     printcolumn(name = "Node", type_ = "string", json_path = ".status.nodeName"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "ID", type_ = "string", json_path = ".status.providerID", priority = "1"),
-    printcolumn(name = "NodePool", type_ = "string", json_path = ".metadata.labels.karpenter\\.sh/nodepool", priority = "1"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "ID",
+        type_ = "string",
+        json_path = ".status.providerID",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "NodePool",
+        type_ = "string",
+        json_path = ".metadata.labels.karpenter\\.sh/nodepool",
+        priority = "1"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NodeClaimSpec {
@@ -72,8 +104,16 @@ pub mod condition {
     pub const DRAINED: &str = "Drained";
     pub const INSTANCE_TERMINATING: &str = "InstanceTerminating";
     /// Every condition type, in lifecycle order.
-    pub const ALL: &[&str] =
-        &[LAUNCHED, REGISTERED, INITIALIZED, READY, DRIFTED, CONSOLIDATABLE, DRAINED, INSTANCE_TERMINATING];
+    pub const ALL: &[&str] = &[
+        LAUNCHED,
+        REGISTERED,
+        INITIALIZED,
+        READY,
+        DRIFTED,
+        CONSOLIDATABLE,
+        DRAINED,
+        INSTANCE_TERMINATING,
+    ];
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -81,7 +121,11 @@ pub mod condition {
 pub struct NodeClaimStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "providerID")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "providerID"
+    )]
     pub provider_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "imageID")]
     pub image_id: Option<String>,

@@ -6,7 +6,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, NillableDuration, NodeClassReference, NodeSelectorRequirementWithMinValues, Taint};
+use super::{
+    Duration, NillableDuration, NodeClassReference, NodeSelectorRequirementWithMinValues, Taint,
+};
 use crate::schema::cel;
 
 /// A NodePool: the constraints on the nodes Berth may launch, and how they may be disrupted.
@@ -21,13 +23,44 @@ use crate::schema::cel;
     status = "NodePoolStatus",
     derive = "PartialEq",
     doc = "NodePool is the Schema for the NodePools API",
-    printcolumn(name = "NodeClass", type_ = "string", json_path = ".spec.template.spec.nodeClassRef.name"),
-    printcolumn(name = "Nodes", type_ = "string", json_path = ".status.resources.nodes"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Weight", type_ = "integer", json_path = ".spec.weight", priority = "1"),
-    printcolumn(name = "CPU", type_ = "string", json_path = ".status.resources.cpu", priority = "1"),
-    printcolumn(name = "Memory", type_ = "string", json_path = ".status.resources.memory", priority = "1"),
+    printcolumn(
+        name = "NodeClass",
+        type_ = "string",
+        json_path = ".spec.template.spec.nodeClassRef.name"
+    ),
+    printcolumn(
+        name = "Nodes",
+        type_ = "string",
+        json_path = ".status.resources.nodes"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".spec.weight",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "CPU",
+        type_ = "string",
+        json_path = ".status.resources.cpu",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Memory",
+        type_ = "string",
+        json_path = ".status.resources.memory",
+        priority = "1"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NodePoolSpec {
@@ -130,7 +163,12 @@ impl Default for Disruption {
 }
 
 fn default_budgets() -> Vec<Budget> {
-    vec![Budget { nodes: "10%".into(), reasons: Vec::new(), schedule: None, duration: None }]
+    vec![Budget {
+        nodes: "10%".into(),
+        reasons: Vec::new(),
+        schedule: None,
+        duration: None,
+    }]
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -151,7 +189,9 @@ pub struct Budget {
     pub nodes: String,
     /// Cron schedule (UTC) of when the budget is active; needs `duration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(@(annually|yearly|monthly|weekly|daily|midnight|hourly))|((.+)\s(.+)\s(.+)\s(.+)\s(.+))$"))]
+    #[schemars(regex(
+        pattern = r"^(@(annually|yearly|monthly|weekly|daily|midnight|hourly))|((.+)\s(.+)\s(.+)\s(.+)\s(.+))$"
+    ))]
     pub schedule: Option<String>,
     /// How long the budget is active after each `schedule` tick.
     #[serde(default, skip_serializing_if = "Option::is_none")]

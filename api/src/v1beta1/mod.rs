@@ -18,7 +18,14 @@ use crate::v1::{
 
 /// v1beta1 NodePool.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(group = "karpenter.sh", version = "v1beta1", kind = "NodePool", plural = "nodepools", status = "NodePoolStatus", derive = "PartialEq")]
+#[kube(
+    group = "karpenter.sh",
+    version = "v1beta1",
+    kind = "NodePool",
+    plural = "nodepools",
+    status = "NodePoolStatus",
+    derive = "PartialEq"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct NodePoolSpec {
     pub template: NodeClaimTemplate,
@@ -86,7 +93,14 @@ pub struct NodePoolStatus {
 
 /// v1beta1 NodeClaim.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(group = "karpenter.sh", version = "v1beta1", kind = "NodeClaim", plural = "nodeclaims", status = "NodeClaimStatus", derive = "PartialEq")]
+#[kube(
+    group = "karpenter.sh",
+    version = "v1beta1",
+    kind = "NodeClaim",
+    plural = "nodeclaims",
+    status = "NodeClaimStatus",
+    derive = "PartialEq"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeClaimSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -94,7 +108,10 @@ pub struct NodeClaimSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub startup_taints: Vec<Taint>,
     pub requirements: Vec<NodeSelectorRequirementWithMinValues>,
-    #[serde(default, skip_serializing_if = "crate::v1::ResourceRequirements::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::v1::ResourceRequirements::is_empty"
+    )]
     pub resources: crate::v1::ResourceRequirements,
     /// Moved to the EC2NodeClass in v1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,7 +138,11 @@ pub struct NodeClassReference {
 pub struct NodeClaimStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "providerID")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "providerID"
+    )]
     pub provider_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "imageID")]
     pub image_id: Option<String>,
@@ -135,7 +156,14 @@ pub struct NodeClaimStatus {
 
 /// v1beta1 EC2NodeClass.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(group = "karpenter.k8s.aws", version = "v1beta1", kind = "EC2NodeClass", plural = "ec2nodeclasses", status = "EC2NodeClassStatus", derive = "PartialEq")]
+#[kube(
+    group = "karpenter.k8s.aws",
+    version = "v1beta1",
+    kind = "EC2NodeClass",
+    plural = "ec2nodeclasses",
+    status = "EC2NodeClassStatus",
+    derive = "PartialEq"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct EC2NodeClassSpec {
     #[serde(default)]
@@ -163,7 +191,11 @@ pub struct EC2NodeClassSpec {
     pub metadata_options: Option<MetadataOptions>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "associatePublicIPAddress")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "associatePublicIPAddress"
+    )]
     pub associate_public_ip_address: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_store_policy: Option<InstanceStorePolicy>,
@@ -199,7 +231,11 @@ pub enum AmiFamily {
 pub struct MetadataOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_endpoint: Option<crate::v1::EnabledDisabled>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "httpProtocolIPv6")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "httpProtocolIPv6"
+    )]
     pub http_protocol_ipv6: Option<crate::v1::EnabledDisabled>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_put_response_hop_limit: Option<i64>,

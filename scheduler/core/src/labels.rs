@@ -136,5 +136,8 @@ pub const NORMALIZED_LABELS: &[(&str, &str)] = &[
 
 /// The label Karpenter means by `key` (beta spellings normalised).
 pub fn normalize(key: &str) -> &str {
-    NORMALIZED_LABELS.iter().find(|(beta, _)| *beta == key).map_or(key, |(_, ga)| ga)
+    NORMALIZED_LABELS
+        .iter()
+        .find(|(beta, _)| *beta == key)
+        .map_or(key, |(_, ga)| ga)
 }

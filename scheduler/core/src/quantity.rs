@@ -112,7 +112,14 @@ impl fmt::Display for Milli {
         }
         let units = milli / 1000;
         if units != 0 {
-            for (suffix, shift) in [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+            for (suffix, shift) in [
+                ("Ei", 60),
+                ("Pi", 50),
+                ("Ti", 40),
+                ("Gi", 30),
+                ("Mi", 20),
+                ("Ki", 10),
+            ] {
                 let step = 1i64 << shift;
                 if units % step == 0 {
                     return write!(f, "{}{suffix}", units / step);
@@ -149,18 +156,33 @@ mod tests {
     #[test]
     fn rounds_sub_milli_up() {
         assert_eq!(parse_milli("0.0001"), Ok(1));
-        assert_eq!(parse_milli("1u"), Err(QuantityError::UnknownSuffix("1u".into())));
+        assert_eq!(
+            parse_milli("1u"),
+            Err(QuantityError::UnknownSuffix("1u".into()))
+        );
         assert_eq!(parse_milli("1e-4"), Ok(1));
     }
 
     #[test]
     fn refuses_bad_input() {
         assert_eq!(parse_milli(""), Err(QuantityError::Empty));
-        assert!(matches!(parse_milli("abc"), Err(QuantityError::Malformed(_))));
-        assert!(matches!(parse_milli("1.2.3"), Err(QuantityError::Malformed(_))));
-        assert!(matches!(parse_milli("1Qi"), Err(QuantityError::UnknownSuffix(_))));
+        assert!(matches!(
+            parse_milli("abc"),
+            Err(QuantityError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_milli("1.2.3"),
+            Err(QuantityError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_milli("1Qi"),
+            Err(QuantityError::UnknownSuffix(_))
+        ));
         assert!(matches!(parse_milli("-1"), Err(QuantityError::Negative(_))));
-        assert!(matches!(parse_milli("100Ei"), Err(QuantityError::Overflow(_))));
+        assert!(matches!(
+            parse_milli("100Ei"),
+            Err(QuantityError::Overflow(_))
+        ));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What flows on the watcher → scheduler `Sync` stream, and the feedback that flows back.
 
-use crate::model::{DaemonSet, Namespace, Node, NodeClaim, NodePool, ObjectKey, Pod, PodDisruptionBudget};
+use crate::model::{
+    DaemonSet, Namespace, Node, NodeClaim, NodePool, ObjectKey, Pod, PodDisruptionBudget,
+};
 
 /// One object the watcher reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +42,9 @@ impl Object {
 }
 
 /// A change to one object. Cluster-scoped objects have an empty namespace in their key.
+// NB: most changes are upserts, so boxing the object would add an allocation per change to
+// save space only on the rarer deletions.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Upsert(Object),
