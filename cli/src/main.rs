@@ -84,8 +84,13 @@ fn convert_files(files: &[PathBuf], print: bool) -> anyhow::Result<ExitCode> {
             Ok(mut m) => manifests.append(&mut m),
             Err(errors) => {
                 failed = true;
+                let name = if path.as_os_str() == "-" {
+                    "<stdin>".into()
+                } else {
+                    path.display().to_string()
+                };
                 for e in errors {
-                    eprintln!("{}: {e}", path.display());
+                    eprintln!("error: {name}: {e}");
                 }
             }
         }

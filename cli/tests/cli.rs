@@ -1,0 +1,179 @@
+//! The `berth` binary end to end: what a user types, what they see, and the exit code.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/tests/fixtures/seed");
+
+fn berth(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("berth runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn seed(name: &str) -> String {
+    format!("{SEED}/{name}")
+}
+
+#[test]
+fn each_seed_manifest_converts_to_v1_that_validate_accepts() {
+    for name in [
+        "ec2nodeclass-default.v1beta1.yaml",
+        "nodepool-default.v1beta1.yaml",
+        "nodepool-gitlab.v1beta1.yaml",
+    ] {
+        let out = berth(&["convert", "-f", &seed(name)], None);
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        let yaml = text(&out.stdout);
+        assert!(yaml.contains("apiVersion: karpenter."), "{yaml}");
+        assert!(
+            !yaml.contains("v1beta1"),
+            "{name} still mentions v1beta1:\n{yaml}"
+        );
+
+        let out = berth(&["validate", "-f", "-"], Some(&yaml));
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains(": valid"));
+    }
+}
+
+#[test]
+fn several_files_convert_together() {
+    let out = berth(
+        &[
+            "convert",
+            "-f",
+            &seed("ec2nodeclass-default.v1beta1.yaml"),
+            &seed("nodepool-gitlab.v1beta1.yaml"),
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let yaml = text(&out.stdout);
+    assert_eq!(
+        yaml.matches("\nkind: ").count() + usize::from(yaml.starts_with("kind: ")),
+        2,
+        "{yaml}"
+    );
+    assert!(yaml.contains("alias: al2@latest"));
+    assert!(yaml.contains("consolidationPolicy: WhenEmptyOrUnderutilized"));
+    assert!(
+        text(&out.stderr)
+            .contains("note: EC2NodeClass/default: spec.metadataOptions.httpPutResponseHopLimit")
+    );
+}
+
+#[test]
+fn invalid_input_exits_1_with_the_field_path_and_prints_nothing() {
+    let gitlab = std::fs::read_to_string(seed("nodepool-gitlab.v1beta1.yaml")).unwrap();
+    let cases = [
+        (
+            gitlab.replace("operator: Gt", "operator: Bigger"),
+            "spec.template.spec.requirements[5].operator",
+        ),
+        (
+            gitlab.replace(
+                "key: karpenter.k8s.aws/instance-family",
+                "key: kubernetes.io/custom",
+            ),
+            "spec.template.spec.requirements[3].key",
+        ),
+        (
+            gitlab.replace("  limits:\n", "  weight: 0\n  limits:\n"),
+            "spec.weight",
+        ),
+        (
+            gitlab.replace("values: [\"2\"]", "values: [\"2\", \"3\"]"),
+            "spec.template.spec.requirements[5].values",
+        ),
+        (
+            gitlab.replace("WhenUnderutilized", "WhenIdle"),
+            "spec.disruption.consolidationPolicy",
+        ),
+        (
+            gitlab.replace("      nodeClassRef:\n        name: default\n", ""),
+            "spec.template.spec.nodeClassRef",
+        ),
+    ];
+    for (manifest, path) in cases {
+        let other = std::fs::read_to_string(seed("ec2nodeclass-default.v1beta1.yaml")).unwrap();
+        // A valid document beside the bad one: nothing may be printed for it either.
+        let input = format!("{other}\n---\n{manifest}");
+        for command in ["convert", "validate"] {
+            let out = berth(&[command, "-f", "-"], Some(&input));
+            assert_eq!(out.status.code(), Some(1), "{command} {path}");
+            assert!(
+                text(&out.stderr).contains(path),
+                "{command}: expected {path} in {}",
+                text(&out.stderr)
+            );
+            assert_eq!(text(&out.stdout), "", "{command} {path}");
+        }
+    }
+}
+
+#[test]
+fn unreadable_input_is_an_error() {
+    let out = berth(&["convert", "-f", "/nonexistent/file.yaml"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/file.yaml"));
+    let out = berth(&["convert", "-f", "-"], Some("kind: [unclosed"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not valid YAML"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn crds_prints_the_checked_in_crds() {
+    let out = berth(&["crds"], None);
+    assert!(out.status.success());
+    let printed = text(&out.stdout);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
+    for file in [
+        "karpenter.sh_nodepools.yaml",
+        "karpenter.sh_nodeclaims.yaml",
+        "karpenter.k8s.aws_ec2nodeclasses.yaml",
+    ] {
+        let checked_in = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        assert!(
+            printed.contains(&checked_in),
+            "{file} is not what `berth crds` prints"
+        );
+    }
+}
+
+#[test]
+fn help_lists_only_what_exists() {
+    let out = berth(&["--help"], None);
+    let help = text(&out.stdout);
+    for present in ["convert", "validate", "crds"] {
+        assert!(help.contains(present), "{help}");
+    }
+    for absent in ["plan", "sandbox", "simulate", "demo"] {
+        assert!(
+            !help.contains(absent),
+            "--help lists {absent}, which does not exist yet:\n{help}"
+        );
+    }
+}
