@@ -17,8 +17,10 @@
 //! results leave as data. The crate depends on no async runtime, gRPC, Kubernetes or cloud SDK,
 //! so its tests build in seconds.
 
+pub mod allocatable;
 pub mod cloud;
 pub mod labels;
 pub mod model;
 pub mod quantity;
+pub mod requirements;
 pub mod sync;
