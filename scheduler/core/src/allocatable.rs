@@ -48,8 +48,13 @@ impl Threshold {
     /// Parses `100Mi` or `10%`.
     pub fn parse(s: &str) -> Result<Self, String> {
         match s.strip_suffix('%') {
-            Some(p) => p.parse::<f64>().map(Threshold::Percent).map_err(|_| format!("{s:?} is not a percentage")),
-            None => crate::quantity::parse_milli(s).map(Threshold::Milli).map_err(|e| e.to_string()),
+            Some(p) => p
+                .parse::<f64>()
+                .map(Threshold::Percent)
+                .map_err(|_| format!("{s:?} is not a percentage")),
+            None => crate::quantity::parse_milli(s)
+                .map(Threshold::Milli)
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -71,12 +76,16 @@ pub const DEFAULT_VM_MEMORY_OVERHEAD_PERCENT: f64 = 7.5;
 
 /// The ENI-limited pod count.
 pub fn eni_limited_pods(max_enis: u32, ipv4_per_eni: u32) -> u32 {
-    max_enis.saturating_mul(ipv4_per_eni.saturating_sub(1)).saturating_add(2)
+    max_enis
+        .saturating_mul(ipv4_per_eni.saturating_sub(1))
+        .saturating_add(2)
 }
 
 /// Pods a node may run under `kubelet`.
 pub fn max_pods(facts: &InstanceFacts, kubelet: &KubeletSettings) -> u32 {
-    let pods = kubelet.max_pods.unwrap_or_else(|| eni_limited_pods(facts.max_enis, facts.ipv4_per_eni));
+    let pods = kubelet
+        .max_pods
+        .unwrap_or_else(|| eni_limited_pods(facts.max_enis, facts.ipv4_per_eni));
     match kubelet.pods_per_core {
         Some(per_core) if per_core > 0 => pods.min(per_core.saturating_mul(facts.vcpus)),
         _ => pods,
@@ -100,7 +109,11 @@ pub fn kube_reserved_cpu_milli(vcpus: u32) -> i64 {
 }
 
 /// Capacity and overhead of one instance type.
-pub fn capacity_and_overhead(facts: &InstanceFacts, kubelet: &KubeletSettings, vm_memory_overhead_percent: f64) -> (Resources, Overhead) {
+pub fn capacity_and_overhead(
+    facts: &InstanceFacts,
+    kubelet: &KubeletSettings,
+    vm_memory_overhead_percent: f64,
+) -> (Resources, Overhead) {
     let memory_mib = facts.memory_mib as f64;
     let overhead_mib = (memory_mib * vm_memory_overhead_percent / 100.0).ceil();
     let memory = ((memory_mib - overhead_mib).max(0.0) as i64) * MI * 1000;
@@ -109,21 +122,33 @@ pub fn capacity_and_overhead(facts: &InstanceFacts, kubelet: &KubeletSettings, v
         .with(resource::CPU, i64::from(facts.vcpus) * 1000)
         .with(resource::MEMORY, memory)
         .with(resource::PODS, i64::from(pods) * 1000)
-        .with(resource::EPHEMERAL_STORAGE, facts.ephemeral_storage_bytes * 1000);
+        .with(
+            resource::EPHEMERAL_STORAGE,
+            facts.ephemeral_storage_bytes * 1000,
+        );
     for (name, units) in &facts.extended {
         capacity.set(name, units * 1000);
     }
 
     let mut kube_reserved = Resources::new()
         .with(resource::CPU, kube_reserved_cpu_milli(facts.vcpus))
-        .with(resource::MEMORY, (11 * i64::from(pods) * MI + 255 * MI) * 1000)
+        .with(
+            resource::MEMORY,
+            (11 * i64::from(pods) * MI + 255 * MI) * 1000,
+        )
         .with(resource::EPHEMERAL_STORAGE, GI * 1000);
     for (name, milli) in kubelet.kube_reserved.iter() {
         kube_reserved.set(name, milli);
     }
 
     let signal = |name: &str, default: Threshold| {
-        let hard = kubelet.eviction_hard.get(name).copied().unwrap_or(if kubelet.eviction_hard.is_empty() { default } else { Threshold::Milli(0) });
+        let hard = kubelet.eviction_hard.get(name).copied().unwrap_or(
+            if kubelet.eviction_hard.is_empty() {
+                default
+            } else {
+                Threshold::Milli(0)
+            },
+        );
         let soft = kubelet.eviction_soft.get(name).copied();
         (hard, soft)
     };
@@ -134,10 +159,23 @@ pub fn capacity_and_overhead(facts: &InstanceFacts, kubelet: &KubeletSettings, v
     let memory_signal = signal("memory.available", Threshold::Milli(100 * MI * 1000));
     let nodefs_signal = signal("nodefs.available", Threshold::Percent(10.0));
     let eviction_threshold = Resources::new()
-        .with(resource::MEMORY, resolve(memory_signal, capacity.get(resource::MEMORY)))
-        .with(resource::EPHEMERAL_STORAGE, resolve(nodefs_signal, capacity.get(resource::EPHEMERAL_STORAGE)));
+        .with(
+            resource::MEMORY,
+            resolve(memory_signal, capacity.get(resource::MEMORY)),
+        )
+        .with(
+            resource::EPHEMERAL_STORAGE,
+            resolve(nodefs_signal, capacity.get(resource::EPHEMERAL_STORAGE)),
+        );
 
-    (capacity, Overhead { kube_reserved, system_reserved: kubelet.system_reserved.clone(), eviction_threshold })
+    (
+        capacity,
+        Overhead {
+            kube_reserved,
+            system_reserved: kubelet.system_reserved.clone(),
+            eviction_threshold,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -146,13 +184,24 @@ mod tests {
     use crate::model::InstanceType;
 
     fn t3_2xlarge() -> InstanceFacts {
-        InstanceFacts { vcpus: 8, memory_mib: 32768, max_enis: 4, ipv4_per_eni: 15, ephemeral_storage_bytes: 20 * GI, extended: BTreeMap::new() }
+        InstanceFacts {
+            vcpus: 8,
+            memory_mib: 32768,
+            max_enis: 4,
+            ipv4_per_eni: 15,
+            ephemeral_storage_bytes: 20 * GI,
+            extended: BTreeMap::new(),
+        }
     }
 
     #[test]
     fn karpenter_defaults_for_t3_2xlarge() {
         let facts = t3_2xlarge();
-        let (capacity, overhead) = capacity_and_overhead(&facts, &KubeletSettings::default(), DEFAULT_VM_MEMORY_OVERHEAD_PERCENT);
+        let (capacity, overhead) = capacity_and_overhead(
+            &facts,
+            &KubeletSettings::default(),
+            DEFAULT_VM_MEMORY_OVERHEAD_PERCENT,
+        );
         // 4 ENIs × 14 + 2 = 58 pods.
         assert_eq!(capacity.get("pods"), 58_000);
         assert_eq!(capacity.get("cpu"), 8000);
@@ -163,10 +212,22 @@ mod tests {
         // 11 × 58 + 255 = 893 MiB.
         assert_eq!(overhead.kube_reserved.get("memory"), 893 * MI * 1000);
         assert_eq!(overhead.eviction_threshold.get("memory"), 100 * MI * 1000);
-        assert_eq!(overhead.eviction_threshold.get("ephemeral-storage"), 2 * GI * 1000);
-        let it = InstanceType { name: "t3.2xlarge".into(), requirements: vec![], capacity, overhead, offerings: vec![] };
+        assert_eq!(
+            overhead.eviction_threshold.get("ephemeral-storage"),
+            2 * GI * 1000
+        );
+        let it = InstanceType {
+            name: "t3.2xlarge".into(),
+            requirements: vec![],
+            capacity,
+            overhead,
+            offerings: vec![],
+        };
         assert_eq!(it.allocatable().get("cpu"), 7910);
-        assert_eq!(it.allocatable().get("memory"), (30310 - 893 - 100) * MI * 1000);
+        assert_eq!(
+            it.allocatable().get("memory"),
+            (30310 - 893 - 100) * MI * 1000
+        );
     }
 
     #[test]
@@ -186,23 +247,37 @@ mod tests {
             pods_per_core: Some(10),
             kube_reserved: Resources::new().with("cpu", 200),
             system_reserved: Resources::new().with("memory", 100 * MI * 1000),
-            eviction_hard: [("memory.available".to_owned(), Threshold::Milli(200 * MI * 1000))].into(),
+            eviction_hard: [(
+                "memory.available".to_owned(),
+                Threshold::Milli(200 * MI * 1000),
+            )]
+            .into(),
             eviction_soft: [("memory.available".to_owned(), Threshold::Percent(1.0))].into(),
         };
-        let (capacity, overhead) = capacity_and_overhead(&facts, &kubelet, DEFAULT_VM_MEMORY_OVERHEAD_PERCENT);
+        let (capacity, overhead) =
+            capacity_and_overhead(&facts, &kubelet, DEFAULT_VM_MEMORY_OVERHEAD_PERCENT);
         assert_eq!(capacity.get("pods"), 80_000, "podsPerCore caps maxPods");
         assert_eq!(overhead.kube_reserved.get("cpu"), 200);
-        assert_eq!(overhead.kube_reserved.get("memory"), (11 * 80 + 255) * MI * 1000);
+        assert_eq!(
+            overhead.kube_reserved.get("memory"),
+            (11 * 80 + 255) * MI * 1000
+        );
         assert_eq!(overhead.system_reserved.get("memory"), 100 * MI * 1000);
         // max(200Mi, 1 % of 30310Mi = 303.1Mi)
-        assert_eq!(overhead.eviction_threshold.get("memory"), (30310 * MI * 1000) / 100);
+        assert_eq!(
+            overhead.eviction_threshold.get("memory"),
+            (30310 * MI * 1000) / 100
+        );
         // evictionHard given without nodefs: no nodefs threshold.
         assert_eq!(overhead.eviction_threshold.get("ephemeral-storage"), 0);
     }
 
     #[test]
     fn thresholds_parse() {
-        assert_eq!(Threshold::parse("100Mi"), Ok(Threshold::Milli(100 * MI * 1000)));
+        assert_eq!(
+            Threshold::parse("100Mi"),
+            Ok(Threshold::Milli(100 * MI * 1000))
+        );
         assert_eq!(Threshold::parse("10%"), Ok(Threshold::Percent(10.0)));
         assert!(Threshold::parse("ten").is_err());
     }

@@ -18,9 +18,12 @@
 //! so its tests build in seconds.
 
 pub mod allocatable;
+pub mod checker;
 pub mod cloud;
 pub mod labels;
 pub mod model;
+pub mod pod;
 pub mod quantity;
 pub mod requirements;
+pub mod solver;
 pub mod sync;

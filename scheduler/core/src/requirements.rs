@@ -30,30 +30,70 @@ pub struct ValueSet {
 impl ValueSet {
     /// The label must be present, any value.
     pub fn exists() -> Self {
-        Self { complement: true, values: BTreeSet::new(), greater_than: None, less_than: None, absent_ok: false, min_values: None }
+        Self {
+            complement: true,
+            values: BTreeSet::new(),
+            greater_than: None,
+            less_than: None,
+            absent_ok: false,
+            min_values: None,
+        }
     }
 
     /// The label must be absent.
     pub fn does_not_exist() -> Self {
-        Self { complement: false, values: BTreeSet::new(), greater_than: None, less_than: None, absent_ok: true, min_values: None }
+        Self {
+            complement: false,
+            values: BTreeSet::new(),
+            greater_than: None,
+            less_than: None,
+            absent_ok: true,
+            min_values: None,
+        }
     }
 
     /// The label must be present with one of `values`.
     pub fn one_of<I: IntoIterator<Item = S>, S: Into<String>>(values: I) -> Self {
-        Self { values: values.into_iter().map(Into::into).collect(), absent_ok: false, ..Self::does_not_exist() }
+        Self {
+            values: values.into_iter().map(Into::into).collect(),
+            absent_ok: false,
+            ..Self::does_not_exist()
+        }
     }
 
     pub fn from_requirement(r: &Requirement) -> Self {
-        let bound = |f: fn(i64) -> Self| r.values.first().and_then(|v| v.parse::<i64>().ok()).map_or_else(Self::nothing, f);
+        let bound = |f: fn(i64) -> Self| {
+            r.values
+                .first()
+                .and_then(|v| v.parse::<i64>().ok())
+                .map_or_else(Self::nothing, f)
+        };
         let mut set = match r.operator {
             Operator::In => Self::one_of(r.values.iter().cloned()),
-            Operator::NotIn => Self { complement: true, values: r.values.iter().cloned().collect(), absent_ok: true, ..Self::exists() },
+            Operator::NotIn => Self {
+                complement: true,
+                values: r.values.iter().cloned().collect(),
+                absent_ok: true,
+                ..Self::exists()
+            },
             Operator::Exists => Self::exists(),
             Operator::DoesNotExist => Self::does_not_exist(),
-            Operator::Gt => bound(|n| Self { greater_than: Some(n), ..Self::exists() }),
-            Operator::Gte => bound(|n| Self { greater_than: Some(n.saturating_sub(1)), ..Self::exists() }),
-            Operator::Lt => bound(|n| Self { less_than: Some(n), ..Self::exists() }),
-            Operator::Lte => bound(|n| Self { less_than: Some(n.saturating_add(1)), ..Self::exists() }),
+            Operator::Gt => bound(|n| Self {
+                greater_than: Some(n),
+                ..Self::exists()
+            }),
+            Operator::Gte => bound(|n| Self {
+                greater_than: Some(n.saturating_sub(1)),
+                ..Self::exists()
+            }),
+            Operator::Lt => bound(|n| Self {
+                less_than: Some(n),
+                ..Self::exists()
+            }),
+            Operator::Lte => bound(|n| Self {
+                less_than: Some(n.saturating_add(1)),
+                ..Self::exists()
+            }),
         };
         set.min_values = r.min_values;
         set
@@ -61,14 +101,19 @@ impl ValueSet {
 
     /// Satisfied by nothing (a malformed bound).
     fn nothing() -> Self {
-        Self { absent_ok: false, ..Self::does_not_exist() }
+        Self {
+            absent_ok: false,
+            ..Self::does_not_exist()
+        }
     }
 
     fn within_bounds(&self, value: &str) -> bool {
         if self.greater_than.is_none() && self.less_than.is_none() {
             return true;
         }
-        value.parse::<i64>().is_ok_and(|n| self.greater_than.is_none_or(|g| n > g) && self.less_than.is_none_or(|l| n < l))
+        value.parse::<i64>().is_ok_and(|n| {
+            self.greater_than.is_none_or(|g| n > g) && self.less_than.is_none_or(|l| n < l)
+        })
     }
 
     /// Whether a node whose label is `value` (`None`: absent) satisfies this.
@@ -94,7 +139,12 @@ impl ValueSet {
         }
         match (self.greater_than, self.less_than) {
             (Some(g), Some(l)) => {
-                let excluded = self.values.iter().filter_map(|v| v.parse::<i64>().ok()).filter(|n| *n > g && *n < l).count();
+                let excluded = self
+                    .values
+                    .iter()
+                    .filter_map(|v| v.parse::<i64>().ok())
+                    .filter(|n| *n > g && *n < l)
+                    .count();
                 i128::from(l) - i128::from(g) - 1 > excluded as i128
             }
             _ => true,
@@ -130,9 +180,23 @@ impl ValueSet {
         let less_than = pick(self.less_than, other.less_than, i64::min);
         let mut out = match (self.complement, other.complement) {
             (false, false) => ValueSet::one_of(self.values.intersection(&other.values).cloned()),
-            (true, false) => ValueSet::one_of(other.values.iter().filter(|v| !self.values.contains(*v)).cloned()),
-            (false, true) => ValueSet::one_of(self.values.iter().filter(|v| !other.values.contains(*v)).cloned()),
-            (true, true) => ValueSet { values: self.values.union(&other.values).cloned().collect(), ..ValueSet::exists() },
+            (true, false) => ValueSet::one_of(
+                other
+                    .values
+                    .iter()
+                    .filter(|v| !self.values.contains(*v))
+                    .cloned(),
+            ),
+            (false, true) => ValueSet::one_of(
+                self.values
+                    .iter()
+                    .filter(|v| !other.values.contains(*v))
+                    .cloned(),
+            ),
+            (true, true) => ValueSet {
+                values: self.values.union(&other.values).cloned().collect(),
+                ..ValueSet::exists()
+            },
         };
         out.greater_than = greater_than;
         out.less_than = less_than;
@@ -186,7 +250,11 @@ pub struct Conflict {
 
 impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} (available: {})", self.key, self.wanted, self.available)
+        write!(
+            f,
+            "{} {} (available: {})",
+            self.key, self.wanted, self.available
+        )
     }
 }
 
@@ -256,17 +324,63 @@ impl Requirements {
     /// key means the label is absent) can satisfy `pod`. `Err` names the first conflict.
     pub fn admits(&self, pod: &Requirements) -> Result<(), Conflict> {
         for (key, wanted) in &pod.0 {
-            let available = self.0.get(key).cloned().unwrap_or_else(ValueSet::does_not_exist);
+            let available = self
+                .0
+                .get(key)
+                .cloned()
+                .unwrap_or_else(ValueSet::does_not_exist);
             if available.intersect(wanted).is_unsatisfiable() {
-                return Err(Conflict { key: key.clone(), wanted: wanted.to_string(), available: available.to_string() });
+                return Err(Conflict {
+                    key: key.clone(),
+                    wanted: wanted.to_string(),
+                    available: available.to_string(),
+                });
             }
         }
         Ok(())
     }
 
+    /// As node selector requirements (one to three per key: the set, then any bounds).
+    pub fn to_requirements(&self) -> Vec<Requirement> {
+        let mut out = Vec::new();
+        for (key, set) in &self.0 {
+            let values: Vec<String> = set.values.iter().cloned().collect();
+            let mut push = |operator, values: Vec<String>| {
+                out.push(Requirement {
+                    key: key.clone(),
+                    operator,
+                    values,
+                    min_values: None,
+                });
+            };
+            match (set.complement, values.is_empty(), set.absent_ok) {
+                (false, true, _) => push(Operator::DoesNotExist, vec![]),
+                (false, false, _) => push(Operator::In, values),
+                (true, true, false) if set.greater_than.is_none() && set.less_than.is_none() => {
+                    push(Operator::Exists, vec![])
+                }
+                (true, true, _) => {}
+                (true, false, _) => push(Operator::NotIn, values),
+            }
+            if let Some(g) = set.greater_than {
+                push(Operator::Gt, vec![g.to_string()]);
+            }
+            if let Some(l) = set.less_than {
+                push(Operator::Lt, vec![l.to_string()]);
+            }
+            if let (Some(min), Some(last)) = (set.min_values, out.last_mut()) {
+                last.min_values = Some(min);
+            }
+        }
+        out
+    }
+
     /// The labels a node satisfying these would certainly carry: keys with a single value.
     pub fn labels(&self) -> Labels {
-        self.0.iter().filter_map(|(k, v)| v.single().map(|s| (k.clone(), s.to_owned()))).collect()
+        self.0
+            .iter()
+            .filter_map(|(k, v)| v.single().map(|s| (k.clone(), s.to_owned())))
+            .collect()
     }
 }
 
@@ -312,42 +426,132 @@ mod tests {
             (Operator::Lte, &["4"], Some("5"), false),
         ];
         for (op, values, label, expected) in cases {
-            assert_eq!(set(*op, values).allows(*label), *expected, "{op:?} {values:?} on {label:?}");
+            assert_eq!(
+                set(*op, values).allows(*label),
+                *expected,
+                "{op:?} {values:?} on {label:?}"
+            );
         }
     }
 
     #[test]
     fn intersections() {
         let zones = set(Operator::In, &["a", "b", "c"]);
-        assert_eq!(zones.intersect(&set(Operator::NotIn, &["a"])), ValueSet::one_of(["b", "c"]));
-        assert_eq!(zones.intersect(&set(Operator::In, &["c", "d"])), ValueSet::one_of(["c"]));
-        assert!(zones.intersect(&set(Operator::In, &["d"])).is_unsatisfiable());
-        assert!(zones.intersect(&set(Operator::DoesNotExist, &[])).is_unsatisfiable());
-        assert!(!set(Operator::NotIn, &["a"]).intersect(&set(Operator::DoesNotExist, &[])).is_unsatisfiable());
+        assert_eq!(
+            zones.intersect(&set(Operator::NotIn, &["a"])),
+            ValueSet::one_of(["b", "c"])
+        );
+        assert_eq!(
+            zones.intersect(&set(Operator::In, &["c", "d"])),
+            ValueSet::one_of(["c"])
+        );
+        assert!(
+            zones
+                .intersect(&set(Operator::In, &["d"]))
+                .is_unsatisfiable()
+        );
+        assert!(
+            zones
+                .intersect(&set(Operator::DoesNotExist, &[]))
+                .is_unsatisfiable()
+        );
+        assert!(
+            !set(Operator::NotIn, &["a"])
+                .intersect(&set(Operator::DoesNotExist, &[]))
+                .is_unsatisfiable()
+        );
         let cpus = set(Operator::In, &["2", "4", "8", "16"]);
-        assert_eq!(cpus.intersect(&set(Operator::Gt, &["2"])).intersect(&set(Operator::Lte, &["8"])), ValueSet::one_of(["4", "8"]));
+        assert_eq!(
+            cpus.intersect(&set(Operator::Gt, &["2"]))
+                .intersect(&set(Operator::Lte, &["8"])),
+            ValueSet::one_of(["4", "8"])
+        );
         let range = set(Operator::Gt, &["2"]).intersect(&set(Operator::Lt, &["4"]));
         assert!(range.allows(Some("3")) && !range.allows(Some("4")));
-        assert!(set(Operator::Gt, &["3"]).intersect(&set(Operator::Lt, &["4"])).is_unsatisfiable());
-        assert!(set(Operator::Gt, &["2"]).intersect(&set(Operator::Lt, &["4"])).intersect(&set(Operator::NotIn, &["3"])).is_unsatisfiable());
+        assert!(
+            set(Operator::Gt, &["3"])
+                .intersect(&set(Operator::Lt, &["4"]))
+                .is_unsatisfiable()
+        );
+        assert!(
+            set(Operator::Gt, &["2"])
+                .intersect(&set(Operator::Lt, &["4"]))
+                .intersect(&set(Operator::NotIn, &["3"]))
+                .is_unsatisfiable()
+        );
     }
 
     #[test]
     fn admits_treats_unlisted_keys_as_absent() {
-        let node = Requirements::from_requirements(&[req("zone", Operator::In, &["a", "b"]), req("arch", Operator::In, &["amd64"])]);
-        assert!(node.admits(&Requirements::from_requirements(&[req("zone", Operator::In, &["b"])])).is_ok());
-        assert!(node.admits(&Requirements::from_requirements(&[req("gpu", Operator::DoesNotExist, &[])])).is_ok());
-        assert!(node.admits(&Requirements::from_requirements(&[req("team", Operator::NotIn, &["x"])])).is_ok());
-        let conflict = node.admits(&Requirements::from_requirements(&[req("team", Operator::In, &["x"])])).unwrap_err();
+        let node = Requirements::from_requirements(&[
+            req("zone", Operator::In, &["a", "b"]),
+            req("arch", Operator::In, &["amd64"]),
+        ]);
+        assert!(
+            node.admits(&Requirements::from_requirements(&[req(
+                "zone",
+                Operator::In,
+                &["b"]
+            )]))
+            .is_ok()
+        );
+        assert!(
+            node.admits(&Requirements::from_requirements(&[req(
+                "gpu",
+                Operator::DoesNotExist,
+                &[]
+            )]))
+            .is_ok()
+        );
+        assert!(
+            node.admits(&Requirements::from_requirements(&[req(
+                "team",
+                Operator::NotIn,
+                &["x"]
+            )]))
+            .is_ok()
+        );
+        let conflict = node
+            .admits(&Requirements::from_requirements(&[req(
+                "team",
+                Operator::In,
+                &["x"],
+            )]))
+            .unwrap_err();
         assert_eq!(conflict.key, "team");
-        let conflict = node.admits(&Requirements::from_requirements(&[req("arch", Operator::In, &["arm64"])])).unwrap_err();
-        assert_eq!(conflict.to_string(), "arch In [arm64] (available: In [amd64])");
+        let conflict = node
+            .admits(&Requirements::from_requirements(&[req(
+                "arch",
+                Operator::In,
+                &["arm64"],
+            )]))
+            .unwrap_err();
+        assert_eq!(
+            conflict.to_string(),
+            "arch In [arm64] (available: In [amd64])"
+        );
     }
 
     #[test]
     fn labels_are_the_single_valued_keys() {
-        let r = Requirements::from_requirements(&[req("zone", Operator::In, &["a", "b"]), req("arch", Operator::In, &["amd64"])]);
-        let r = r.intersect(&Requirements::from_requirements(&[req("zone", Operator::In, &["b"])])).unwrap();
-        assert_eq!(r.labels(), [("arch".to_owned(), "amd64".to_owned()), ("zone".to_owned(), "b".to_owned())].into());
+        let r = Requirements::from_requirements(&[
+            req("zone", Operator::In, &["a", "b"]),
+            req("arch", Operator::In, &["amd64"]),
+        ]);
+        let r = r
+            .intersect(&Requirements::from_requirements(&[req(
+                "zone",
+                Operator::In,
+                &["b"],
+            )]))
+            .unwrap();
+        assert_eq!(
+            r.labels(),
+            [
+                ("arch".to_owned(), "amd64".to_owned()),
+                ("zone".to_owned(), "b".to_owned())
+            ]
+            .into()
+        );
     }
 }

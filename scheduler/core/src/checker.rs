@@ -1,0 +1,420 @@
+//! An independent plan checker: given the input and a plan, verifies every constraint and limit
+//! without the solver's bookkeeping, from concrete node labels. Tests run it on every plan the
+//! solver emits, including random workloads.
+//!
+//! For a new NodeClaim the checker does not know which of its instance types will be launched,
+//! so every listed option must be valid: its labels (with the zone and capacity type of the
+//! offering listed for it) satisfy the NodePool and every pod, and its allocatable holds the
+//! pods plus the DaemonSets that would run there.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::labels;
+use crate::model::{InstanceType, Labels, Node, Pod, PodPhase, Resources, Taint, resource};
+use crate::pod::{add, effective_requests, fits, host_ports_conflict, untolerated};
+use crate::requirements::labels_match;
+use crate::solver::{MAX_INSTANCE_TYPES, NewNodeClaim, Plan, SchedulingInput};
+use crate::sync::NominationTarget;
+
+/// Whether a node with `labels` satisfies the pod's node selector, volume requirements and one
+/// of its required node-affinity terms.
+pub fn pod_matches_labels(p: &Pod, labels: &Labels) -> bool {
+    let selector = p
+        .node_selector
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let volumes = p
+        .volume_requirements
+        .iter()
+        .all(|r| labels_match(labels, r));
+    let affinity = p.node_affinity.as_ref().is_none_or(|a| {
+        a.required.is_empty()
+            || a.required.iter().any(|term| {
+                term.match_expressions
+                    .iter()
+                    .all(|r| labels_match(labels, r))
+            })
+    });
+    selector && volumes && affinity
+}
+
+fn daemon_overhead(
+    input: &SchedulingInput,
+    labels: &Labels,
+    taints: &[Taint],
+    running: &BTreeSet<&str>,
+) -> Resources {
+    let mut out = Resources::new();
+    for ds in &input.daemon_sets {
+        if !running.contains(ds.key.name.as_str())
+            && untolerated(&ds.template.tolerations, taints).is_none()
+            && pod_matches_labels(&ds.template, labels)
+        {
+            add(&mut out, &effective_requests(&ds.template));
+        }
+    }
+    out
+}
+
+/// The labels a node of `it` launched by `claim` in this zone and capacity type would carry.
+fn option_labels(
+    claim: &NewNodeClaim,
+    it: &InstanceType,
+    zone: &str,
+    capacity_type: &str,
+) -> Labels {
+    let mut l = claim.labels.clone();
+    for r in &it.requirements {
+        if r.operator == crate::model::Operator::In && r.values.len() == 1 {
+            l.insert(r.key.clone(), r.values[0].clone());
+        }
+    }
+    l.insert(labels::INSTANCE_TYPE.to_owned(), it.name.clone());
+    l.insert(labels::TOPOLOGY_ZONE.to_owned(), zone.to_owned());
+    l.insert(labels::CAPACITY_TYPE.to_owned(), capacity_type.to_owned());
+    l.insert(labels::NODE_POOL.to_owned(), claim.node_pool.clone());
+    l
+}
+
+/// Every violation found, as sentences; empty means the plan is valid.
+pub fn check(input: &SchedulingInput, plan: &Plan) -> Vec<String> {
+    let mut v = Vec::new();
+    let pods: BTreeMap<_, &Pod> = input.pods.iter().map(|p| (p.key.clone(), p)).collect();
+
+    // Each pending pod is decided exactly once.
+    let mut seen: BTreeMap<_, usize> = BTreeMap::new();
+    for key in plan
+        .placements
+        .iter()
+        .map(|p| &p.pod)
+        .chain(plan.new_node_claims.iter().flat_map(|c| &c.pods))
+        .chain(plan.unschedulable.iter().map(|u| &u.pod))
+    {
+        *seen.entry(key.clone()).or_default() += 1;
+        if !pods.contains_key(key) {
+            v.push(format!("plan mentions unknown pod {key}"));
+        }
+    }
+    for p in &input.pods {
+        let pending =
+            p.node_name.is_none() && !matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed);
+        match (pending, seen.get(&p.key).copied().unwrap_or(0)) {
+            (true, 1) | (false, 0) => {}
+            (true, n) => v.push(format!("pod {} is decided {n} times", p.key)),
+            (false, _) => v.push(format!("pod {} is not pending but was planned", p.key)),
+        }
+    }
+
+    // Existing nodes.
+    let mut on_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+    for pl in &plan.placements {
+        let Some(p) = pods.get(&pl.pod) else { continue };
+        match &pl.target {
+            NominationTarget::Node(name) => on_node.entry(name.as_str()).or_default().push(p),
+            NominationTarget::NodeClaim(name) => {
+                match input
+                    .node_claims
+                    .iter()
+                    .find(|c| &c.node_claim.name == name)
+                {
+                    None => v.push(format!("pod {} placed on unknown NodeClaim {name}", p.key)),
+                    Some(c) => {
+                        if let Some(t) = untolerated(&p.tolerations, &c.node_claim.taints) {
+                            v.push(format!(
+                                "pod {} does not tolerate taint {} of NodeClaim {name}",
+                                p.key,
+                                crate::pod::taint_display(t)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (name, placed) in &on_node {
+        let Some(n) = input.nodes.iter().find(|n| n.node.name == *name) else {
+            v.push(format!("pods placed on unknown node {name}"));
+            continue;
+        };
+        check_node(&mut v, input, &n.node, &n.pods, placed);
+    }
+
+    // New claims.
+    let mut charged: BTreeMap<&str, Resources> = BTreeMap::new();
+    for (i, claim) in plan.new_node_claims.iter().enumerate() {
+        let Some(npi) = input
+            .node_pools
+            .iter()
+            .find(|p| p.node_pool.name == claim.node_pool)
+        else {
+            v.push(format!("claim {i}: unknown NodePool {}", claim.node_pool));
+            continue;
+        };
+        let np = &npi.node_pool;
+        if !np.ready {
+            v.push(format!("claim {i}: NodePool {} is not ready", np.name));
+        }
+        if claim.instance_types.is_empty() || claim.instance_types.len() > MAX_INSTANCE_TYPES {
+            v.push(format!(
+                "claim {i}: {} instance types",
+                claim.instance_types.len()
+            ));
+        }
+        if claim
+            .instance_types
+            .windows(2)
+            .any(|w| w[0].price > w[1].price)
+        {
+            v.push(format!("claim {i}: instance types not cheapest first"));
+        }
+        if claim
+            .instance_types
+            .first()
+            .is_some_and(|o| o.price != claim.price)
+        {
+            v.push(format!(
+                "claim {i}: price {} is not its cheapest option's",
+                claim.price
+            ));
+        }
+        let claim_pods: Vec<&Pod> = claim
+            .pods
+            .iter()
+            .filter_map(|k| pods.get(k).copied())
+            .collect();
+        for (a, p) in claim_pods.iter().enumerate() {
+            if let Some(t) = untolerated(&p.tolerations, &np.taints) {
+                v.push(format!(
+                    "claim {i}: pod {} does not tolerate taint {}",
+                    p.key,
+                    crate::pod::taint_display(t)
+                ));
+            }
+            for q in &claim_pods[a + 1..] {
+                if host_ports_conflict(&p.host_ports, &q.host_ports) {
+                    v.push(format!(
+                        "claim {i}: pods {} and {} share a host port",
+                        p.key, q.key
+                    ));
+                }
+            }
+        }
+        let mut requests = Resources::new();
+        for p in &claim_pods {
+            add(&mut requests, &effective_requests(p));
+        }
+        let mut worst = Resources::new();
+        let mut min_values: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for o in &claim.instance_types {
+            let Some(it) = npi.instance_types.iter().find(|t| t.name == o.name) else {
+                v.push(format!(
+                    "claim {i}: {} is not an instance type of NodePool {}",
+                    o.name, np.name
+                ));
+                continue;
+            };
+            let offering = it
+                .offerings
+                .iter()
+                .find(|x| x.zone == o.zone && x.capacity_type == o.capacity_type && x.available);
+            match offering {
+                None => v.push(format!(
+                    "claim {i}: {} has no available offering {} {}",
+                    o.name,
+                    o.zone,
+                    o.capacity_type.as_str()
+                )),
+                Some(x) if x.price != o.price => v.push(format!(
+                    "claim {i}: {} priced {} but its offering costs {}",
+                    o.name, o.price, x.price
+                )),
+                Some(_) => {}
+            }
+            let l = option_labels(claim, it, &o.zone, o.capacity_type.as_str());
+            for r in &np.requirements {
+                if !labels_match(&l, r) {
+                    v.push(format!(
+                        "claim {i}: option {} breaks NodePool requirement {} {:?} {:?}",
+                        o.name, r.key, r.operator, r.values
+                    ));
+                }
+                if r.min_values.is_some()
+                    && let Some(val) = l.get(&r.key)
+                {
+                    min_values
+                        .entry(r.key.as_str())
+                        .or_default()
+                        .insert(val.clone());
+                }
+            }
+            for p in &claim_pods {
+                if !pod_matches_labels(p, &l) {
+                    v.push(format!(
+                        "claim {i}: option {} does not satisfy pod {}'s node requirements",
+                        o.name, p.key
+                    ));
+                }
+            }
+            let mut need = requests.clone();
+            add(
+                &mut need,
+                &daemon_overhead(input, &l, &np.taints, &BTreeSet::new()),
+            );
+            if !fits(&need, &it.allocatable()) {
+                v.push(format!(
+                    "claim {i}: pods and DaemonSets do not fit option {}",
+                    o.name
+                ));
+            }
+            for (name, cap) in it.capacity.iter() {
+                if cap > worst.get(name) {
+                    worst.set(name, cap);
+                }
+            }
+        }
+        for r in &np.requirements {
+            if let Some(min) = r.min_values
+                && min_values.get(r.key.as_str()).map_or(0, BTreeSet::len) < min as usize
+            {
+                v.push(format!(
+                    "claim {i}: fewer than {min} values of {} among its options",
+                    r.key
+                ));
+            }
+        }
+        worst.set(resource::NODES, 1000);
+        add(charged.entry(np.name.as_str()).or_default(), &worst);
+    }
+
+    // Limits: existing nodes, in-flight claims and the worst case of every new claim.
+    for npi in &input.node_pools {
+        let np = &npi.node_pool;
+        if np.limits.is_empty() {
+            continue;
+        }
+        let mut used = charged.get(np.name.as_str()).cloned().unwrap_or_default();
+        let claimed_nodes: BTreeSet<&str> = input
+            .node_claims
+            .iter()
+            .map(|c| c.node_claim.node_name.as_str())
+            .collect();
+        for n in input.nodes.iter().filter(|n| {
+            n.node.labels.get(labels::NODE_POOL) == Some(&np.name)
+                && !claimed_nodes.contains(n.node.name.as_str())
+        }) {
+            add(&mut used, &n.node.capacity);
+            used.set(resource::NODES, used.get(resource::NODES) + 1000);
+        }
+        for c in input
+            .node_claims
+            .iter()
+            .filter(|c| c.node_claim.node_pool == np.name)
+        {
+            if c.node_claim.capacity.is_empty() {
+                // Unknown capacity: the largest instance type the claim allows bounds it.
+                let mut largest = Resources::new();
+                for it in npi
+                    .instance_types
+                    .iter()
+                    .filter(|it| type_allowed(it, &c.node_claim.requirements))
+                {
+                    for (name, cap) in it.capacity.iter() {
+                        if cap > largest.get(name) {
+                            largest.set(name, cap);
+                        }
+                    }
+                }
+                add(&mut used, &largest);
+            } else {
+                add(&mut used, &c.node_claim.capacity);
+            }
+            used.set(resource::NODES, used.get(resource::NODES) + 1000);
+        }
+        if !plan.new_node_claims.iter().any(|c| c.node_pool == np.name) {
+            continue;
+        }
+        for (name, limit) in np.limits.iter() {
+            if used.get(name) > limit {
+                v.push(format!(
+                    "NodePool {} limit {name} exceeded: {} > {limit}",
+                    np.name,
+                    used.get(name)
+                ));
+            }
+        }
+    }
+    v
+}
+
+/// Whether an instance type can satisfy requirements, judged on the labels it defines.
+fn type_allowed(it: &InstanceType, reqs: &[crate::model::Requirement]) -> bool {
+    let mut l = Labels::new();
+    for r in &it.requirements {
+        if r.operator == crate::model::Operator::In && r.values.len() == 1 {
+            l.insert(r.key.clone(), r.values[0].clone());
+        }
+    }
+    l.insert(labels::INSTANCE_TYPE.to_owned(), it.name.clone());
+    reqs.iter()
+        .filter(|r| l.contains_key(&r.key))
+        .all(|r| labels_match(&l, r))
+}
+
+fn check_node(
+    v: &mut Vec<String>,
+    input: &SchedulingInput,
+    node: &Node,
+    bound: &[Pod],
+    placed: &[&Pod],
+) {
+    if !node.ready || node.unschedulable || node.deleting {
+        v.push(format!(
+            "pods placed on node {} that is not ready, cordoned or deleting",
+            node.name
+        ));
+    }
+    let running: BTreeSet<&str> = bound
+        .iter()
+        .filter_map(|p| {
+            p.owner
+                .as_ref()
+                .filter(|o| o.kind == "DaemonSet")
+                .map(|o| o.name.as_str())
+        })
+        .collect();
+    let mut used = daemon_overhead(input, &node.labels, &node.taints, &running);
+    let live: Vec<&Pod> = bound
+        .iter()
+        .filter(|p| !matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed))
+        .collect();
+    for p in live.iter().chain(placed.iter()) {
+        add(&mut used, &effective_requests(p));
+    }
+    if !fits(&used, &node.allocatable) {
+        v.push(format!("node {} is over-committed", node.name));
+    }
+    for (a, p) in placed.iter().enumerate() {
+        if let Some(t) = untolerated(&p.tolerations, &node.taints) {
+            v.push(format!(
+                "pod {} does not tolerate taint {} of node {}",
+                p.key,
+                crate::pod::taint_display(t),
+                node.name
+            ));
+        }
+        if !pod_matches_labels(p, &node.labels) {
+            v.push(format!(
+                "pod {} does not match node {}'s labels",
+                p.key, node.name
+            ));
+        }
+        for q in live.iter().copied().chain(placed[a + 1..].iter().copied()) {
+            if host_ports_conflict(&p.host_ports, &q.host_ports) {
+                v.push(format!(
+                    "pods {} and {} share a host port on node {}",
+                    p.key, q.key, node.name
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,1072 @@
+//! The provisioning solver: which pending pods go to existing nodes, which to NodeClaims in
+//! flight, and which new NodeClaims to launch.
+//!
+//! ```text
+//!  pending pods ──group──> classes (same scheduling needs, with a count)
+//!       │   ordered by priority, then size (largest first)
+//!       v
+//!  for each pod:  existing nodes ──> in-flight NodeClaims ──> open new claims ──> a new claim
+//!                 (first fit)        (first fit)              (narrowing types)   (NodePools by weight)
+//!       │
+//!       v
+//!  Plan { new claims (types cheapest first, ≤ 60), placements, unschedulable + reasons, stats }
+//! ```
+//!
+//! A new claim starts allowing every instance type of its NodePool that is compatible and within
+//! limits; each pod added narrows the set to types it still fits, so claims fill the largest
+//! types first and the final choice is the cheapest type that holds what was packed. Pods of one
+//! class behave identically, so a class keeps a cursor over nodes and claims: one that refused a
+//! pod of the class refuses the rest (it only gets fuller), which keeps the work linear.
+//!
+//! Deterministic: the same input gives the same plan (every order is total).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Instant, SystemTime};
+
+use crate::labels;
+use crate::model::{
+    CapacityType, DaemonSet, HostPort, InstanceType, Labels, Namespace, Node, NodeClaim, NodePool,
+    ObjectKey, Pod, PodDisruptionBudget, PodPhase, Requirement, Resources, Taint, resource,
+};
+use crate::pod::{
+    self, add, effective_requests, fits, host_ports_conflict, requirement_alternatives, untolerated,
+};
+use crate::quantity::Milli;
+use crate::requirements::{Requirements, ValueSet};
+use crate::sync::NominationTarget;
+
+/// At most this many instance types are kept per new NodeClaim (EC2 Fleet's limit on overrides
+/// makes more pointless).
+pub const MAX_INSTANCE_TYPES: usize = 60;
+
+/// Everything one scheduling decision looks at.
+#[derive(Debug, Clone)]
+pub struct SchedulingInput {
+    /// The decision's time (nothing reads a clock).
+    pub now: SystemTime,
+    pub node_pools: Vec<NodePoolInput>,
+    pub nodes: Vec<ExistingNode>,
+    pub node_claims: Vec<InFlightClaim>,
+    pub daemon_sets: Vec<DaemonSet>,
+    /// Pods to place. Bound pods belong in [`ExistingNode::pods`]; pods nominated to an in-flight
+    /// claim of [`Self::node_claims`] stay placed there.
+    pub pods: Vec<Pod>,
+    pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
+    pub namespaces: Vec<Namespace>,
+}
+
+/// A NodePool and the instance types it may launch (from the cloud provider).
+#[derive(Debug, Clone)]
+pub struct NodePoolInput {
+    pub node_pool: NodePool,
+    pub instance_types: Vec<InstanceType>,
+}
+
+/// A node and the pods bound to it.
+#[derive(Debug, Clone)]
+pub struct ExistingNode {
+    pub node: Node,
+    pub pods: Vec<Pod>,
+}
+
+/// A NodeClaim that exists but whose node is not yet initialized, and the pods nominated to it.
+#[derive(Debug, Clone)]
+pub struct InFlightClaim {
+    pub node_claim: NodeClaim,
+    pub pods: Vec<ObjectKey>,
+}
+
+/// What the solver decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub new_node_claims: Vec<NewNodeClaim>,
+    /// Pods going to existing nodes or in-flight NodeClaims.
+    pub placements: Vec<Placement>,
+    pub unschedulable: Vec<crate::sync::Unschedulable>,
+    pub stats: SolveStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub pod: ObjectKey,
+    pub target: NominationTarget,
+}
+
+/// A NodeClaim to launch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNodeClaim {
+    pub node_pool: String,
+    /// The NodePool's requirements narrowed by its pods', plus `instance-type In [options]`.
+    pub requirements: Vec<Requirement>,
+    /// Labels the node will carry for certain (template labels, single-valued requirements).
+    pub labels: Labels,
+    pub taints: Vec<Taint>,
+    pub startup_taints: Vec<Taint>,
+    /// Compatible instance types, cheapest first, at most [`MAX_INSTANCE_TYPES`].
+    pub instance_types: Vec<InstanceTypeOption>,
+    pub pods: Vec<ObjectKey>,
+    /// The pods' requests plus the DaemonSet pods that will run there (for the cheapest type).
+    pub requests: Resources,
+    /// Expected USD/hour: the cheapest compatible offering.
+    pub price: f64,
+}
+
+/// One instance type a new claim may be launched as, with its cheapest compatible offering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceTypeOption {
+    pub name: String,
+    pub price: f64,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SolveStats {
+    pub pods: usize,
+    pub classes: usize,
+    pub placed_on_nodes: usize,
+    pub placed_on_in_flight: usize,
+    pub placed_on_new: usize,
+    pub unschedulable: usize,
+    pub new_node_claims: usize,
+    /// USD/hour of the new claims.
+    pub new_price: f64,
+    pub duration_micros: u128,
+}
+
+// ---- preparation --------------------------------------------------------------------------------
+
+/// An instance type as one NodePool sees it.
+struct PoolType {
+    index: usize,
+    /// Template ∩ the type's own requirements ∩ its available offerings' zones/capacity types.
+    reqs: Requirements,
+    /// Allocatable less the DaemonSet pods that would run on it.
+    room: Resources,
+    capacity: Resources,
+    daemon_overhead: Resources,
+}
+
+struct PreparedPool {
+    input: usize,
+    template: Requirements,
+    types: Vec<PoolType>,
+    /// Limits (milli) and what is already charged against them outside this solve.
+    limits: Resources,
+    used: Resources,
+}
+
+/// A pod, preprocessed.
+struct PodInfo {
+    requests: Resources,
+    alternatives: Vec<Requirements>,
+}
+
+/// A new NodeClaim being packed.
+struct OpenClaim {
+    pool: usize,
+    /// Intersection of the chosen requirement alternatives of its pods.
+    reqs: Requirements,
+    /// Indexes into the pool's `types` still possible, in pool order.
+    options: Vec<usize>,
+    pods: Vec<usize>,
+    requests: Resources,
+    host_ports: Vec<HostPort>,
+    /// What it charges against its pool's limits: per resource the max over its options.
+    charge: Resources,
+}
+
+/// Capacity already in use on an existing node or in-flight claim.
+struct Bin {
+    target: NominationTarget,
+    labels_reqs: Requirements,
+    taints: Vec<Taint>,
+    free: Resources,
+    host_ports: Vec<HostPort>,
+    usable: bool,
+}
+
+fn offering_reqs(it: &InstanceType) -> Requirements {
+    let available = it.offerings.iter().filter(|o| o.available);
+    let zones: BTreeSet<String> = available.clone().map(|o| o.zone.clone()).collect();
+    let capacity_types: BTreeSet<String> = available
+        .map(|o| o.capacity_type.as_str().to_owned())
+        .collect();
+    let mut r = Requirements::from_requirements(&it.requirements);
+    r.add(labels::TOPOLOGY_ZONE, ValueSet::one_of(zones));
+    r.add(labels::CAPACITY_TYPE, ValueSet::one_of(capacity_types));
+    r.add(labels::INSTANCE_TYPE, ValueSet::one_of([it.name.clone()]));
+    r
+}
+
+fn template_reqs(np: &NodePool) -> Requirements {
+    let mut r = Requirements::from_requirements(&np.requirements);
+    for (k, v) in &np.labels {
+        r.add(k, ValueSet::one_of([v.clone()]));
+    }
+    r.add(labels::NODE_POOL, ValueSet::one_of([np.name.clone()]));
+    r
+}
+
+/// Whether a DaemonSet's pods would run on a node with these requirements and taints.
+fn daemon_runs_on(ds: &DaemonSet, reqs: &Requirements, taints: &[Taint]) -> bool {
+    untolerated(&ds.template.tolerations, taints).is_none()
+        && requirement_alternatives(&ds.template)
+            .iter()
+            .any(|alt| reqs.admits(alt).is_ok())
+}
+
+fn daemon_runs_on_labels(ds: &DaemonSet, labels: &Labels, taints: &[Taint]) -> bool {
+    daemon_runs_on(ds, &Requirements::from_labels(labels), taints)
+}
+
+/// Pool capacity already in use: nodes and in-flight claims labelled with the pool.
+fn pool_usage(input: &SchedulingInput, np: &NodePool, types: &[InstanceType]) -> Resources {
+    let mut used = Resources::new();
+    let nodes_with_claims: BTreeSet<&str> = input
+        .node_claims
+        .iter()
+        .map(|c| c.node_claim.node_name.as_str())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for n in &input.nodes {
+        if n.node.labels.get(labels::NODE_POOL) == Some(&np.name)
+            && !nodes_with_claims.contains(n.node.name.as_str())
+        {
+            add(&mut used, &n.node.capacity);
+            used.set(resource::NODES, used.get(resource::NODES) + 1000);
+        }
+    }
+    for c in &input.node_claims {
+        if c.node_claim.node_pool == np.name {
+            add(&mut used, &in_flight_capacity(&c.node_claim, types, true));
+            used.set(resource::NODES, used.get(resource::NODES) + 1000);
+        }
+    }
+    used
+}
+
+/// An in-flight claim's capacity: its reported capacity, else the largest (for limits) or
+/// smallest (for packing) compatible instance type's.
+fn in_flight_capacity(c: &NodeClaim, types: &[InstanceType], largest: bool) -> Resources {
+    if !c.capacity.is_empty() {
+        return c.capacity.clone();
+    }
+    let reqs = Requirements::from_requirements(&c.requirements);
+    let compatible = types
+        .iter()
+        .filter(|t| offering_reqs(t).intersect(&reqs).is_ok());
+    let mut out: Option<Resources> = None;
+    for t in compatible {
+        out = Some(match out {
+            None => t.capacity.clone(),
+            Some(acc) => t
+                .capacity
+                .iter()
+                .chain(acc.iter())
+                .map(|(k, _)| {
+                    let (a, b) = (acc.get(k), t.capacity.get(k));
+                    (k.to_owned(), if largest { a.max(b) } else { a.min(b) })
+                })
+                .collect(),
+        });
+    }
+    out.unwrap_or_default()
+}
+
+fn in_flight_allocatable(c: &NodeClaim, types: &[InstanceType]) -> Resources {
+    if !c.allocatable.is_empty() {
+        return c.allocatable.clone();
+    }
+    let reqs = Requirements::from_requirements(&c.requirements);
+    let mut out: Option<Resources> = None;
+    for t in types
+        .iter()
+        .filter(|t| offering_reqs(t).intersect(&reqs).is_ok())
+    {
+        let a = t.allocatable();
+        out = Some(match out {
+            None => a,
+            Some(acc) => a
+                .iter()
+                .chain(acc.iter())
+                .map(|(k, _)| (k.to_owned(), acc.get(k).min(a.get(k))))
+                .collect(),
+        });
+    }
+    out.unwrap_or_default()
+}
+
+fn prepare_pools(input: &SchedulingInput) -> Vec<PreparedPool> {
+    let mut order: Vec<usize> = (0..input.node_pools.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (pa, pb) = (
+            &input.node_pools[a].node_pool,
+            &input.node_pools[b].node_pool,
+        );
+        pb.weight
+            .cmp(&pa.weight)
+            .then_with(|| pa.name.cmp(&pb.name))
+    });
+    order
+        .into_iter()
+        .map(|i| {
+            let npi = &input.node_pools[i];
+            let np = &npi.node_pool;
+            let template = template_reqs(np);
+            let mut types = Vec::new();
+            if np.ready {
+                for (index, it) in npi.instance_types.iter().enumerate() {
+                    let Ok(reqs) = template.intersect(&offering_reqs(it)) else {
+                        continue;
+                    };
+                    let mut daemon_overhead = Resources::new();
+                    for ds in &input.daemon_sets {
+                        if daemon_runs_on(ds, &reqs, &np.taints) {
+                            add(&mut daemon_overhead, &effective_requests(&ds.template));
+                        }
+                    }
+                    let mut room = it.allocatable();
+                    pod::sub(&mut room, &daemon_overhead);
+                    types.push(PoolType {
+                        index,
+                        reqs,
+                        room,
+                        capacity: it.capacity.clone(),
+                        daemon_overhead,
+                    });
+                }
+                // Cheapest first, so that option lists come out ordered.
+                types.sort_by(|a, b| {
+                    let pa = cheapest_offering(&npi.instance_types[a.index], &a.reqs)
+                        .map_or(f64::INFINITY, |o| o.0);
+                    let pb = cheapest_offering(&npi.instance_types[b.index], &b.reqs)
+                        .map_or(f64::INFINITY, |o| o.0);
+                    pa.total_cmp(&pb).then_with(|| {
+                        npi.instance_types[a.index]
+                            .name
+                            .cmp(&npi.instance_types[b.index].name)
+                    })
+                });
+            }
+            PreparedPool {
+                input: i,
+                template,
+                types,
+                limits: np.limits.clone(),
+                used: pool_usage(input, np, &npi.instance_types),
+            }
+        })
+        .collect()
+}
+
+/// The cheapest available offering of `it` that `reqs` allow: (price, zone, capacity type).
+fn cheapest_offering(
+    it: &InstanceType,
+    reqs: &Requirements,
+) -> Option<(f64, String, CapacityType)> {
+    it.offerings
+        .iter()
+        .filter(|o| o.available)
+        .filter(|o| {
+            reqs.get(labels::TOPOLOGY_ZONE)
+                .is_none_or(|z| z.allows(Some(&o.zone)))
+        })
+        .filter(|o| {
+            reqs.get(labels::CAPACITY_TYPE)
+                .is_none_or(|c| c.allows(Some(o.capacity_type.as_str())))
+        })
+        .map(|o| (o.price, o.zone.clone(), o.capacity_type))
+        .min_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then_with(|| a.1.cmp(&b.1))
+                .then_with(|| a.2.cmp(&b.2))
+        })
+}
+
+fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize>) {
+    let mut bins = Vec::new();
+    let mut nominated = BTreeMap::new();
+    let mut nodes: Vec<&ExistingNode> = input.nodes.iter().collect();
+    nodes.sort_by(|a, b| a.node.name.cmp(&b.node.name));
+    for n in nodes {
+        let mut used = Resources::new();
+        let mut host_ports = Vec::new();
+        let running_daemons: BTreeSet<&str> = n
+            .pods
+            .iter()
+            .filter_map(|p| {
+                p.owner
+                    .as_ref()
+                    .filter(|o| o.kind == "DaemonSet")
+                    .map(|o| o.name.as_str())
+            })
+            .collect();
+        for p in n
+            .pods
+            .iter()
+            .filter(|p| !matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed))
+        {
+            add(&mut used, &effective_requests(p));
+            host_ports.extend(p.host_ports.iter().cloned());
+        }
+        for ds in &input.daemon_sets {
+            if !running_daemons.contains(ds.key.name.as_str())
+                && daemon_runs_on_labels(ds, &n.node.labels, &n.node.taints)
+            {
+                add(&mut used, &effective_requests(&ds.template));
+                host_ports.extend(ds.template.host_ports.iter().cloned());
+            }
+        }
+        let mut free = n.node.allocatable.clone();
+        pod::sub(&mut free, &used);
+        bins.push(Bin {
+            target: NominationTarget::Node(n.node.name.clone()),
+            labels_reqs: Requirements::from_labels(&n.node.labels),
+            taints: n.node.taints.clone(),
+            free,
+            host_ports,
+            usable: n.node.ready && !n.node.unschedulable && !n.node.deleting,
+        });
+    }
+    let mut claims: Vec<&InFlightClaim> = input.node_claims.iter().collect();
+    claims.sort_by(|a, b| a.node_claim.name.cmp(&b.node_claim.name));
+    let types_of = |pool: &str| {
+        input
+            .node_pools
+            .iter()
+            .find(|p| p.node_pool.name == pool)
+            .map(|p| p.instance_types.as_slice())
+            .unwrap_or(&[])
+    };
+    for c in claims {
+        let claim = &c.node_claim;
+        // A claim whose node registered is an existing node now.
+        if !claim.node_name.is_empty() && input.nodes.iter().any(|n| n.node.name == claim.node_name)
+        {
+            continue;
+        }
+        let mut free = in_flight_allocatable(claim, types_of(&claim.node_pool));
+        pod::sub(&mut free, &claim.requests);
+        for key in &c.pods {
+            nominated.insert(key.clone(), bins.len());
+        }
+        let mut reqs = Requirements::from_requirements(&claim.requirements);
+        for (k, v) in &claim.labels {
+            reqs.add(k, ValueSet::one_of([v.clone()]));
+        }
+        bins.push(Bin {
+            target: NominationTarget::NodeClaim(claim.name.clone()),
+            labels_reqs: reqs,
+            taints: claim.taints.clone(),
+            free,
+            host_ports: Vec::new(),
+            usable: !claim.deleting,
+        });
+    }
+    (bins, nominated)
+}
+
+// ---- the solve ----------------------------------------------------------------------------------------
+
+/// Solves one provisioning decision.
+pub fn solve(input: &SchedulingInput) -> Plan {
+    let started = Instant::now();
+    let pools = prepare_pools(input);
+    let (mut bins, nominated) = prepare_bins(input);
+
+    let mut placements = Vec::new();
+    let mut unschedulable = Vec::new();
+    let mut stats = SolveStats::default();
+
+    // Pods already nominated to an in-flight claim stay there (its requests include them).
+    let mut pending: Vec<usize> = Vec::new();
+    for (i, p) in input.pods.iter().enumerate() {
+        if p.node_name.is_some() || matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed) {
+            continue;
+        }
+        stats.pods += 1;
+        if let Some(reason) = unsupported(p) {
+            unschedulable.push(crate::sync::Unschedulable {
+                pod: p.key.clone(),
+                reason,
+            });
+            continue;
+        }
+        match nominated.get(&p.key) {
+            Some(&bin) => {
+                placements.push(Placement {
+                    pod: p.key.clone(),
+                    target: bins[bin].target.clone(),
+                });
+                stats.placed_on_in_flight += 1;
+            }
+            None => pending.push(i),
+        }
+    }
+
+    let infos: Vec<PodInfo> = input
+        .pods
+        .iter()
+        .map(|p| PodInfo {
+            requests: effective_requests(p),
+            alternatives: requirement_alternatives(p),
+        })
+        .collect();
+
+    // Classes: pods with identical scheduling needs.
+    let mut classes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for &i in &pending {
+        classes
+            .entry(class_key(&input.pods[i], &infos[i]))
+            .or_default()
+            .push(i);
+    }
+    let mut class_list: Vec<Vec<usize>> = classes.into_values().collect();
+    class_list.sort_by(|a, b| {
+        let (pa, pb) = (&input.pods[a[0]], &input.pods[b[0]]);
+        let (ra, rb) = (&infos[a[0]].requests, &infos[b[0]].requests);
+        pb.priority
+            .cmp(&pa.priority)
+            .then_with(|| rb.get(resource::CPU).cmp(&ra.get(resource::CPU)))
+            .then_with(|| rb.get(resource::MEMORY).cmp(&ra.get(resource::MEMORY)))
+            .then_with(|| pa.key.cmp(&pb.key))
+    });
+    stats.classes = class_list.len();
+
+    let mut claims: Vec<OpenClaim> = Vec::new();
+    let mut charged: Vec<Resources> = vec![Resources::new(); pools.len()];
+
+    for class in &class_list {
+        let mut bin_cursor = 0;
+        let mut claim_cursor = 0;
+        for &pi in class {
+            let p = &input.pods[pi];
+            let info = &infos[pi];
+            // 1. Existing nodes, then in-flight claims.
+            let mut placed = false;
+            while bin_cursor < bins.len() {
+                let b = &mut bins[bin_cursor];
+                if bin_accepts(b, p, info) {
+                    pod::sub(&mut b.free, &info.requests);
+                    b.host_ports.extend(p.host_ports.iter().cloned());
+                    match b.target {
+                        NominationTarget::Node(_) => stats.placed_on_nodes += 1,
+                        NominationTarget::NodeClaim(_) => stats.placed_on_in_flight += 1,
+                    }
+                    placements.push(Placement {
+                        pod: p.key.clone(),
+                        target: b.target.clone(),
+                    });
+                    placed = true;
+                    break;
+                }
+                bin_cursor += 1;
+            }
+            if placed {
+                continue;
+            }
+            // 2. New claims opened in this solve.
+            while claim_cursor < claims.len() {
+                if try_add(
+                    &mut claims[claim_cursor],
+                    &pools,
+                    &mut charged,
+                    input,
+                    p,
+                    pi,
+                    info,
+                ) {
+                    placed = true;
+                    break;
+                }
+                claim_cursor += 1;
+            }
+            if placed {
+                stats.placed_on_new += 1;
+                continue;
+            }
+            // 3. A new claim, NodePools by weight.
+            let mut opened = false;
+            for (pool_idx, pool) in pools.iter().enumerate() {
+                if pool.types.is_empty() {
+                    continue;
+                }
+                let np = &input.node_pools[pool.input].node_pool;
+                if untolerated(&p.tolerations, &np.taints).is_some() {
+                    continue;
+                }
+                let mut claim = OpenClaim {
+                    pool: pool_idx,
+                    reqs: Requirements::new(),
+                    options: (0..pool.types.len()).collect(),
+                    pods: Vec::new(),
+                    requests: Resources::new(),
+                    host_ports: Vec::new(),
+                    charge: Resources::new(),
+                };
+                if try_add(&mut claim, &pools, &mut charged, input, p, pi, info) {
+                    claim_cursor = claims.len();
+                    claims.push(claim);
+                    opened = true;
+                    break;
+                }
+            }
+            if opened {
+                stats.placed_on_new += 1;
+            } else {
+                unschedulable.push(crate::sync::Unschedulable {
+                    pod: p.key.clone(),
+                    reason: explain(input, &pools, &charged, p, info),
+                });
+            }
+        }
+    }
+
+    let new_node_claims: Vec<NewNodeClaim> = claims
+        .iter()
+        .map(|c| finish_claim(c, &pools, input))
+        .collect();
+    stats.unschedulable = unschedulable.len();
+    stats.new_node_claims = new_node_claims.len();
+    stats.new_price = new_node_claims.iter().map(|c| c.price).sum();
+    stats.duration_micros = started.elapsed().as_micros();
+    placements.sort_by(|a, b| a.pod.cmp(&b.pod));
+    unschedulable.sort_by(|a, b| a.pod.cmp(&b.pod));
+    Plan {
+        new_node_claims,
+        placements,
+        unschedulable,
+        stats,
+    }
+}
+
+/// Constraints the solver does not honour yet. Such pods are refused with this reason rather
+/// than placed in violation of them. Preferences (ScheduleAnyway spread, preferred affinity)
+/// are relaxed, as Karpenter relaxes them when it cannot honour them.
+fn unsupported(p: &Pod) -> Option<String> {
+    use crate::model::WhenUnsatisfiable;
+    if p.topology_spread
+        .iter()
+        .any(|c| c.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule)
+    {
+        return Some("topology spread with whenUnsatisfiable=DoNotSchedule is not supported by this Berth version yet".to_owned());
+    }
+    if p.pod_affinity
+        .as_ref()
+        .is_some_and(|a| !a.required.is_empty())
+    {
+        return Some("required pod affinity is not supported by this Berth version yet".to_owned());
+    }
+    if p.pod_anti_affinity
+        .as_ref()
+        .is_some_and(|a| !a.required.is_empty())
+    {
+        return Some(
+            "required pod anti-affinity is not supported by this Berth version yet".to_owned(),
+        );
+    }
+    None
+}
+
+/// Everything that makes two pods schedule differently, as a string.
+fn class_key(p: &Pod, info: &PodInfo) -> String {
+    format!(
+        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        p.priority,
+        info.requests,
+        p.node_selector,
+        p.node_affinity,
+        p.tolerations,
+        p.volume_requirements,
+        p.host_ports,
+        p.key.namespace
+    )
+}
+
+fn bin_accepts(b: &Bin, p: &Pod, info: &PodInfo) -> bool {
+    b.usable
+        && fits(&info.requests, &b.free)
+        && untolerated(&p.tolerations, &b.taints).is_none()
+        && !host_ports_conflict(&p.host_ports, &b.host_ports)
+        && info
+            .alternatives
+            .iter()
+            .any(|alt| b.labels_reqs.admits(alt).is_ok())
+}
+
+/// Whether the pool type `t` can host a claim with requirements `reqs` and `requests`, within
+/// the limits left (`remaining`).
+fn type_ok(
+    t: &PoolType,
+    reqs: &Requirements,
+    requests: &Resources,
+    remaining: Option<&Resources>,
+    limits: &Resources,
+) -> bool {
+    fits(requests, &t.room)
+        && t.reqs.admits(reqs).is_ok()
+        && remaining.is_none_or(|rem| {
+            limits.iter().all(|(name, _)| {
+                let need = if name == resource::NODES {
+                    1000
+                } else {
+                    t.capacity.get(name)
+                };
+                need <= rem.get(name)
+            })
+        })
+}
+
+/// Limits left for one claim of `pool`: limit − used − what other claims charge.
+fn remaining_for(
+    pool: &PreparedPool,
+    charged: &Resources,
+    own_charge: &Resources,
+) -> Option<Resources> {
+    if pool.limits.is_empty() {
+        return None;
+    }
+    Some(
+        pool.limits
+            .iter()
+            .map(|(name, limit)| {
+                (
+                    name.to_owned(),
+                    limit - pool.used.get(name) - charged.get(name) + own_charge.get(name),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Tries to add pod `pi` to `claim`, narrowing its options; leaves it untouched on failure.
+fn try_add(
+    claim: &mut OpenClaim,
+    pools: &[PreparedPool],
+    charged: &mut [Resources],
+    input: &SchedulingInput,
+    p: &Pod,
+    pi: usize,
+    info: &PodInfo,
+) -> bool {
+    let pool = &pools[claim.pool];
+    let np = &input.node_pools[pool.input].node_pool;
+    if untolerated(&p.tolerations, &np.taints).is_some()
+        || host_ports_conflict(&p.host_ports, &claim.host_ports)
+    {
+        return false;
+    }
+    let mut requests = claim.requests.clone();
+    add(&mut requests, &info.requests);
+    let remaining = remaining_for(pool, &charged[claim.pool], &claim.charge);
+    for alt in &info.alternatives {
+        let Ok(reqs) = claim.reqs.intersect(alt) else {
+            continue;
+        };
+        let options: Vec<usize> = claim
+            .options
+            .iter()
+            .copied()
+            .filter(|&o| {
+                type_ok(
+                    &pool.types[o],
+                    &reqs,
+                    &requests,
+                    remaining.as_ref(),
+                    &pool.limits,
+                )
+            })
+            .collect();
+        if options.is_empty() || !min_values_hold(&reqs, pool, &options) {
+            continue;
+        }
+        let charge = charge_of(pool, &options);
+        let total = &mut charged[claim.pool];
+        pod::sub(total, &claim.charge);
+        add(total, &charge);
+        claim.charge = charge;
+        claim.reqs = reqs;
+        claim.options = options;
+        claim.requests = requests;
+        claim.pods.push(pi);
+        claim.host_ports.extend(p.host_ports.iter().cloned());
+        return true;
+    }
+    false
+}
+
+/// Per limited resource, the largest capacity among the options (the worst case of a launch).
+fn charge_of(pool: &PreparedPool, options: &[usize]) -> Resources {
+    let mut charge = Resources::new();
+    for (name, _) in pool.limits.iter() {
+        let worst = if name == resource::NODES {
+            1000
+        } else {
+            options
+                .iter()
+                .map(|&o| pool.types[o].capacity.get(name))
+                .max()
+                .unwrap_or(0)
+        };
+        charge.set(name, worst);
+    }
+    charge
+}
+
+/// Karpenter's `minValues`: enough distinct values of each such key must remain among the options.
+fn min_values_hold(reqs: &Requirements, pool: &PreparedPool, options: &[usize]) -> bool {
+    let keys: Vec<(&str, u32)> = pool
+        .template
+        .iter()
+        .chain(reqs.iter())
+        .filter_map(|(k, v)| v.min_values.map(|m| (k, m)))
+        .collect();
+    keys.into_iter().all(|(key, min)| {
+        let mut values: BTreeSet<&str> = BTreeSet::new();
+        for &o in options {
+            if let Some(vs) = pool.types[o]
+                .reqs
+                .get(key)
+                .and_then(ValueSet::finite_values)
+            {
+                let wanted = reqs.get(key);
+                values.extend(
+                    vs.iter()
+                        .map(String::as_str)
+                        .filter(|v| wanted.is_none_or(|w| w.allows(Some(v)))),
+                );
+            }
+        }
+        values.len() >= min as usize
+    })
+}
+
+fn finish_claim(c: &OpenClaim, pools: &[PreparedPool], input: &SchedulingInput) -> NewNodeClaim {
+    let pool = &pools[c.pool];
+    let npi = &input.node_pools[pool.input];
+    let np = &npi.node_pool;
+    let reqs = pool
+        .template
+        .intersect(&c.reqs)
+        .unwrap_or_else(|_| pool.template.clone());
+    let mut options: Vec<(InstanceTypeOption, &PoolType)> = c
+        .options
+        .iter()
+        .filter_map(|&o| {
+            let t = &pool.types[o];
+            let it = &npi.instance_types[t.index];
+            let merged = t.reqs.intersect(&reqs).ok()?;
+            cheapest_offering(it, &merged).map(|(price, zone, capacity_type)| {
+                (
+                    InstanceTypeOption {
+                        name: it.name.clone(),
+                        price,
+                        zone,
+                        capacity_type,
+                    },
+                    t,
+                )
+            })
+        })
+        .collect();
+    options.sort_by(|a, b| {
+        a.0.price
+            .total_cmp(&b.0.price)
+            .then_with(|| a.0.name.cmp(&b.0.name))
+    });
+    options.truncate(MAX_INSTANCE_TYPES);
+    let mut requirements_set = reqs.clone();
+    requirements_set.add(
+        labels::INSTANCE_TYPE,
+        ValueSet::one_of(options.iter().map(|o| o.0.name.clone())),
+    );
+    let mut zones = BTreeSet::new();
+    let mut capacity_types = BTreeSet::new();
+    for (_, t) in &options {
+        if let Some(z) = t.reqs.intersect(&reqs).ok().and_then(|r| {
+            r.get(labels::TOPOLOGY_ZONE)
+                .and_then(|z| z.finite_values().cloned())
+        }) {
+            zones.extend(z);
+        }
+        if let Some(ct) = t.reqs.intersect(&reqs).ok().and_then(|r| {
+            r.get(labels::CAPACITY_TYPE)
+                .and_then(|c| c.finite_values().cloned())
+        }) {
+            capacity_types.extend(ct);
+        }
+    }
+    requirements_set.add(labels::TOPOLOGY_ZONE, ValueSet::one_of(zones));
+    requirements_set.add(labels::CAPACITY_TYPE, ValueSet::one_of(capacity_types));
+    let mut requests = c.requests.clone();
+    if let Some((_, t)) = options.first() {
+        add(&mut requests, &t.daemon_overhead);
+    }
+    let mut labels = np.labels.clone();
+    labels.extend(requirements_set.labels());
+    NewNodeClaim {
+        node_pool: np.name.clone(),
+        requirements: requirements_set.to_requirements(),
+        labels,
+        taints: np.taints.clone(),
+        startup_taints: np.startup_taints.clone(),
+        price: options.first().map_or(0.0, |o| o.0.price),
+        instance_types: options.into_iter().map(|(o, _)| o).collect(),
+        pods: c.pods.iter().map(|&i| input.pods[i].key.clone()).collect(),
+        requests,
+    }
+}
+
+// ---- reasons --------------------------------------------------------------------------------------------
+
+fn resource_amount(name: &str, milli: i64) -> String {
+    match name {
+        resource::CPU => format!("{}", (milli as f64 / 1000.0 * 100.0).round() / 100.0),
+        resource::PODS | resource::NODES => format!("{}", milli / 1000),
+        _ => Milli(milli).to_string(),
+    }
+}
+
+/// Why no NodePool can host `p`: one line naming the constraint and the numbers.
+fn explain(
+    input: &SchedulingInput,
+    pools: &[PreparedPool],
+    charged: &[Resources],
+    p: &Pod,
+    info: &PodInfo,
+) -> String {
+    if pools.is_empty() {
+        return "no NodePool exists".to_owned();
+    }
+    let mut reasons: Vec<(String, String)> = Vec::new();
+    let mut taint_blocked: Vec<String> = Vec::new();
+    for (pool_idx, pool) in pools.iter().enumerate() {
+        let npi = &input.node_pools[pool.input];
+        let np = &npi.node_pool;
+        let reason = if !np.ready {
+            format!(
+                "NodePool {} is not ready: {}",
+                np.name,
+                if np.not_ready_reason.is_empty() {
+                    "no reason given"
+                } else {
+                    &np.not_ready_reason
+                }
+            )
+        } else if let Some(t) = untolerated(&p.tolerations, &np.taints) {
+            taint_blocked.push(pod::taint_display(t));
+            format!(
+                "NodePool {} has taint {} that the pod does not tolerate",
+                np.name,
+                pod::taint_display(t)
+            )
+        } else if pool.types.is_empty() {
+            format!(
+                "NodePool {} allows no instance type with an available offering",
+                np.name
+            )
+        } else {
+            explain_pool(pool, &charged[pool_idx], npi, info)
+        };
+        reasons.push((np.name.clone(), reason));
+    }
+    if taint_blocked.len() == pools.len() {
+        taint_blocked.sort();
+        taint_blocked.dedup();
+        return format!("no NodePool tolerates taint {}", taint_blocked.join(" or "));
+    }
+    if reasons.len() == 1 {
+        return reasons.remove(0).1;
+    }
+    reasons
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn explain_pool(
+    pool: &PreparedPool,
+    charged: &Resources,
+    npi: &NodePoolInput,
+    info: &PodInfo,
+) -> String {
+    let np = &npi.node_pool;
+    // Requirements.
+    let compatible: Vec<&PoolType> = pool
+        .types
+        .iter()
+        .filter(|t| {
+            info.alternatives
+                .iter()
+                .any(|alt| t.reqs.admits(alt).is_ok())
+        })
+        .collect();
+    if compatible.is_empty() {
+        let alt = &info.alternatives[0];
+        let conflict = pool
+            .template
+            .admits(alt)
+            .err()
+            .or_else(|| pool.types.first().and_then(|t| t.reqs.admits(alt).err()));
+        return match conflict {
+            Some(c) => format!("NodePool {} cannot satisfy requirement {}", np.name, c),
+            None => format!(
+                "NodePool {} has no instance type matching the pod's requirements",
+                np.name
+            ),
+        };
+    }
+    // Resources.
+    let fitting: Vec<&&PoolType> = compatible
+        .iter()
+        .filter(|t| fits(&info.requests, &t.room))
+        .collect();
+    if fitting.is_empty() {
+        let (name, need) = info
+            .requests
+            .iter()
+            .find(|(name, v)| compatible.iter().all(|t| *v > t.room.get(name)))
+            .unwrap_or_else(|| info.requests.iter().next().unwrap_or((resource::CPU, 0)));
+        let largest = compatible
+            .iter()
+            .map(|t| t.room.get(name))
+            .max()
+            .unwrap_or(0);
+        return format!(
+            "needs {} {name}; the largest type NodePool {} allows has {} allocatable",
+            resource_amount(name, need),
+            np.name,
+            resource_amount(name, largest)
+        );
+    }
+    // Limits.
+    let remaining = remaining_for(pool, charged, &Resources::new());
+    if let Some(rem) = remaining {
+        for (name, limit) in pool.limits.iter() {
+            let smallest = if name == resource::NODES {
+                1000
+            } else {
+                fitting
+                    .iter()
+                    .map(|t| t.capacity.get(name))
+                    .min()
+                    .unwrap_or(0)
+            };
+            if smallest > rem.get(name) {
+                let in_use = pool.used.get(name) + charged.get(name);
+                return format!(
+                    "NodePool {} limit {name}={} reached ({} in use)",
+                    np.name,
+                    resource_amount(name, limit),
+                    resource_amount(name, in_use)
+                );
+            }
+        }
+    }
+    format!(
+        "NodePool {}: no instance type fits the pod beside its constraints (minValues or host ports)",
+        np.name
+    )
+}

@@ -1,0 +1,140 @@
+//! The checker catches broken plans: each test breaks a valid plan one way.
+
+mod common;
+
+use berth_scheduler_core::checker::check;
+use berth_scheduler_core::labels;
+use berth_scheduler_core::model::*;
+use berth_scheduler_core::solver::{self, InstanceTypeOption};
+use berth_scheduler_core::sync::NominationTarget;
+use common::*;
+
+#[track_caller]
+fn flags(inp: &solver::SchedulingInput, plan: &solver::Plan, says: &str) {
+    let v = check(inp, plan);
+    assert!(
+        v.iter().any(|m| m.contains(says)),
+        "expected a violation containing {says:?}, got {v:?}"
+    );
+}
+
+#[test]
+fn a_valid_plan_passes() {
+    let inp = input(vec![pool("default")], pods("a", 20, 1000, gib(1)));
+    assert_eq!(check(&inp, &solver::solve(&inp)), Vec::<String>::new());
+}
+
+#[test]
+fn dropped_and_duplicated_pods() {
+    let inp = input(vec![pool("default")], pods("a", 3, 1000, gib(1)));
+    let mut plan = solver::solve(&inp);
+    let dropped = plan.new_node_claims[0].pods.pop().unwrap();
+    flags(&inp, &plan, &format!("pod {dropped} is decided 0 times"));
+    plan.new_node_claims[0].pods.push(dropped.clone());
+    plan.new_node_claims[0].pods.push(dropped.clone());
+    flags(&inp, &plan, "decided 2 times");
+}
+
+#[test]
+fn overfull_claim() {
+    let inp = input(vec![pool("default")], pods("a", 20, 1000, gib(1)));
+    let mut plan = solver::solve(&inp);
+    plan.new_node_claims[0].instance_types.insert(
+        0,
+        InstanceTypeOption {
+            name: "t3.medium".into(),
+            price: 0.0,
+            zone: "us-east-1a".into(),
+            capacity_type: CapacityType::Spot,
+        },
+    );
+    flags(&inp, &plan, "do not fit option t3.medium");
+    flags(&inp, &plan, "priced 0 but its offering costs");
+}
+
+#[test]
+fn option_breaking_a_requirement() {
+    let p = with_affinity(
+        pod("a", 500, gib(1)),
+        vec![vec![Requirement::new(
+            labels::ARCH,
+            Operator::In,
+            &["arm64"],
+        )]],
+    );
+    let inp = input(vec![pool("default")], vec![p]);
+    let mut plan = solver::solve(&inp);
+    plan.new_node_claims[0]
+        .instance_types
+        .push(InstanceTypeOption {
+            name: "m5.8xlarge".into(),
+            price: 100.0,
+            zone: "us-east-1a".into(),
+            capacity_type: CapacityType::OnDemand,
+        });
+    flags(
+        &inp,
+        &plan,
+        "does not satisfy pod default/a's node requirements",
+    );
+}
+
+#[test]
+fn untolerated_taint() {
+    let mut np = pool("tainted");
+    np.taints = vec![taint("k", "v", TaintEffect::NoSchedule)];
+    let mut p = pod("a", 500, gib(1));
+    p.tolerations = vec![tolerate("k", "v", TaintEffect::NoSchedule)];
+    let inp = input(vec![np], vec![p.clone(), pod("b", 500, gib(1))]);
+    let mut plan = solver::solve(&inp);
+    // b is refused (taint); force it onto a's claim.
+    plan.unschedulable.clear();
+    plan.new_node_claims[0]
+        .pods
+        .push(ObjectKey::new("default", "b"));
+    flags(
+        &inp,
+        &plan,
+        "pod default/b does not tolerate taint k=v:NoSchedule",
+    );
+}
+
+#[test]
+fn over_limit() {
+    let mut np = pool("limited");
+    np.limits = Resources::new().with(resource::CPU, 4000);
+    let inp = input(vec![np], vec![pod("a", 500, gib(1))]);
+    let mut plan = solver::solve(&inp);
+    plan.new_node_claims.push(plan.new_node_claims[0].clone());
+    plan.new_node_claims[1].pods.clear();
+    flags(&inp, &plan, "limit cpu exceeded");
+}
+
+#[test]
+fn over_committed_node_and_shared_host_port() {
+    let it = catalog()
+        .into_iter()
+        .find(|t| t.name == "m5.large")
+        .unwrap();
+    let mut a = pod("a", 1500, gib(1));
+    let mut b = pod("b", 1500, gib(1));
+    a.host_ports = vec![HostPort {
+        ip: String::new(),
+        port: 80,
+        protocol: Protocol::Tcp,
+    }];
+    b.host_ports = a.host_ports.clone();
+    let mut inp = input(vec![pool("default")], vec![a, b]);
+    inp.nodes = vec![existing(node("n1", "default", &it, "us-east-1a"), vec![])];
+    let mut plan = solver::solve(&inp);
+    plan.new_node_claims.clear();
+    plan.placements = ["a", "b"]
+        .iter()
+        .map(|n| solver::Placement {
+            pod: ObjectKey::new("default", n),
+            target: NominationTarget::Node("n1".into()),
+        })
+        .collect();
+    flags(&inp, &plan, "node n1 is over-committed");
+    flags(&inp, &plan, "share a host port on node n1");
+}

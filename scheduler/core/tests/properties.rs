@@ -1,0 +1,169 @@
+//! Random workloads: whatever the solver emits, the independent checker finds no violation,
+//! and every pod it refuses carries a reason.
+
+mod common;
+
+use berth_scheduler_core::checker::check;
+use berth_scheduler_core::labels;
+use berth_scheduler_core::model::*;
+use berth_scheduler_core::solver;
+use common::*;
+use proptest::prelude::*;
+
+fn arb_pool(i: usize) -> impl Strategy<Value = NodePool> {
+    (
+        any::<bool>(),
+        0..3usize,
+        0..4usize,
+        prop::option::of(2..40i64),
+        prop::option::of(1..6i64),
+        0..100i32,
+    )
+        .prop_map(
+            move |(tainted, family, ct, cpu_limit, node_limit, weight)| {
+                let mut np = pool(&format!("pool-{i}"));
+                np.weight = weight;
+                if tainted {
+                    np.taints = vec![taint(
+                        "dedicated",
+                        &format!("team-{i}"),
+                        TaintEffect::NoSchedule,
+                    )];
+                    np.labels.insert("team".into(), format!("team-{i}"));
+                }
+                match family {
+                    1 => np.requirements.push(Requirement::new(
+                        labels::INSTANCE_FAMILY,
+                        Operator::In,
+                        &["c5", "m5"],
+                    )),
+                    2 => np.requirements.push(Requirement::new(
+                        labels::ARCH,
+                        Operator::In,
+                        &["arm64"],
+                    )),
+                    _ => {}
+                }
+                match ct {
+                    1 => np.requirements.push(Requirement::new(
+                        labels::CAPACITY_TYPE,
+                        Operator::In,
+                        &["spot"],
+                    )),
+                    2 => np.requirements.push(Requirement::new(
+                        labels::CAPACITY_TYPE,
+                        Operator::In,
+                        &["on-demand"],
+                    )),
+                    _ => {}
+                }
+                if let Some(c) = cpu_limit {
+                    np.limits.set(resource::CPU, c * 1000);
+                }
+                if let Some(n) = node_limit {
+                    np.limits.set(resource::NODES, n * 1000);
+                }
+                np
+            },
+        )
+}
+
+fn arb_pod(i: usize) -> impl Strategy<Value = Pod> {
+    (
+        prop::sample::select(vec![100i64, 250, 500, 1000, 1500, 3000, 7000, 20_000]),
+        prop::sample::select(vec![128i64, 512, 1024, 4096, 16_384, 65_536]),
+        0..3usize,
+        0..5usize,
+        any::<bool>(),
+        0..3usize,
+    )
+        .prop_map(move |(cpu_milli, mem_mib, team, affinity, port, gpu)| {
+            let mut p = pod(&format!("p{i:03}"), cpu_milli, mem_mib * MI * 1000);
+            if team > 0 {
+                let value = format!("team-{}", team - 1);
+                p.tolerations = vec![tolerate("dedicated", &value, TaintEffect::NoSchedule)];
+                if team == 2 {
+                    p.node_selector.insert("team".into(), value);
+                }
+            }
+            let term = match affinity {
+                1 => Some(Requirement::new(
+                    labels::TOPOLOGY_ZONE,
+                    Operator::In,
+                    &["us-east-1b"],
+                )),
+                2 => Some(Requirement::new(
+                    labels::INSTANCE_CPU,
+                    Operator::Gte,
+                    &["8"],
+                )),
+                3 => Some(Requirement::new(labels::ARCH, Operator::NotIn, &["arm64"])),
+                _ => None,
+            };
+            if let Some(r) = term {
+                p = with_affinity(p, vec![vec![r]]);
+            }
+            if port {
+                p.host_ports = vec![HostPort {
+                    ip: String::new(),
+                    port: 8080,
+                    protocol: Protocol::Tcp,
+                }];
+            }
+            if gpu == 2 {
+                p.containers[0].set(resource::NVIDIA_GPU, 1000);
+            }
+            p
+        })
+}
+
+fn arb_input() -> impl Strategy<Value = solver::SchedulingInput> {
+    let pools = (1..4usize).prop_flat_map(|n| (0..n).map(arb_pool).collect::<Vec<_>>());
+    let pods = (1..80usize).prop_flat_map(|n| (0..n).map(arb_pod).collect::<Vec<_>>());
+    (pools, pods, 0..3usize, 0..3usize, any::<bool>()).prop_map(
+        |(pools, pods, nodes, ds, bound)| {
+            let mut inp = input(pools, pods);
+            let types = catalog();
+            for n in 0..nodes {
+                let it = &types[(n * 7) % types.len()];
+                let name = format!("node-{n}");
+                let mut bound_pods = Vec::new();
+                if bound {
+                    bound_pods.push(pod(&format!("running-{n}"), 500, 512 * MI * 1000));
+                }
+                inp.nodes.push(existing(
+                    node(
+                        &name,
+                        &inp.node_pools[0].node_pool.name.clone(),
+                        it,
+                        ZONES[n % 3],
+                    ),
+                    bound_pods,
+                ));
+            }
+            for d in 0..ds {
+                inp.daemon_sets.push(daemon_set(
+                    &format!("ds-{d}"),
+                    100 * (d as i64 + 1),
+                    64 * MI * 1000,
+                ));
+            }
+            inp
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_plan_passes_the_checker(inp in arb_input()) {
+        let plan = solver::solve(&inp);
+        let violations = check(&inp, &plan);
+        prop_assert!(violations.is_empty(), "{violations:#?}");
+        for u in &plan.unschedulable {
+            prop_assert!(!u.reason.is_empty());
+        }
+        prop_assert_eq!(plan.stats.pods, plan.stats.placed_on_nodes + plan.stats.placed_on_in_flight + plan.stats.placed_on_new + plan.stats.unschedulable);
+    }
+}
