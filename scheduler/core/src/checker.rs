@@ -343,6 +343,7 @@ pub fn check(input: &SchedulingInput, plan: &Plan) -> Vec<String> {
             }
         }
     }
+    v.extend(check_topology(input, plan));
     v
 }
 
@@ -417,4 +418,278 @@ fn check_node(
             }
         }
     }
+}
+
+// ---- topology ------------------------------------------------------------------------------------------
+
+use crate::model::WhenUnsatisfiable;
+use crate::topology::{effective_selector, selector_matches, term_namespaces};
+
+/// Where each pod runs, as domain labels: bound pods, placed pods, pods on new claims.
+fn pod_domains<'a>(input: &'a SchedulingInput, plan: &Plan) -> Vec<(&'a Pod, Labels, bool)> {
+    let mut out = Vec::new();
+    let node_labels = |n: &Node| {
+        let mut l = n.labels.clone();
+        l.entry(labels::HOSTNAME.to_owned())
+            .or_insert_with(|| n.name.clone());
+        l
+    };
+    for n in &input.nodes {
+        for p in n
+            .pods
+            .iter()
+            .filter(|p| !matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed))
+        {
+            out.push((p, node_labels(&n.node), false));
+        }
+    }
+    let pods: BTreeMap<_, &Pod> = input.pods.iter().map(|p| (p.key.clone(), p)).collect();
+    for pl in &plan.placements {
+        let Some(p) = pods.get(&pl.pod) else { continue };
+        let l = match &pl.target {
+            NominationTarget::Node(name) => input
+                .nodes
+                .iter()
+                .find(|n| &n.node.name == name)
+                .map(|n| node_labels(&n.node)),
+            NominationTarget::NodeClaim(name) => input
+                .node_claims
+                .iter()
+                .find(|c| &c.node_claim.name == name)
+                .map(|c| {
+                    let mut l = c.node_claim.labels.clone();
+                    for r in &c.node_claim.requirements {
+                        if r.operator == crate::model::Operator::In && r.values.len() == 1 {
+                            l.insert(r.key.clone(), r.values[0].clone());
+                        }
+                    }
+                    l.insert(labels::HOSTNAME.to_owned(), format!("nodeclaim:{name}"));
+                    l
+                }),
+        };
+        if let Some(l) = l {
+            out.push((p, l, true));
+        }
+    }
+    for (i, c) in plan.new_node_claims.iter().enumerate() {
+        let mut l = c.labels.clone();
+        l.insert(labels::HOSTNAME.to_owned(), format!("new:{i}"));
+        for key in &c.pods {
+            if let Some(p) = pods.get(key) {
+                out.push((p, l.clone(), true));
+            }
+        }
+    }
+    out
+}
+
+/// Every domain of `key` a pod may run in: eligible nodes, and every offering of every
+/// NodePool it tolerates whose labels satisfy the pool and the pod.
+fn reachable_domains(
+    input: &SchedulingInput,
+    p: &Pod,
+    key: &str,
+    honor_affinity: bool,
+    honor_taints: bool,
+) -> Option<BTreeSet<String>> {
+    if key == labels::HOSTNAME {
+        return None; // a new node can always be a domain of its own
+    }
+    let mut out = BTreeSet::new();
+    for n in input
+        .nodes
+        .iter()
+        .filter(|n| n.node.ready && !n.node.unschedulable && !n.node.deleting)
+    {
+        if (honor_affinity && !pod_matches_labels(p, &n.node.labels))
+            || (honor_taints && untolerated(&p.tolerations, &n.node.taints).is_some())
+        {
+            continue;
+        }
+        if let Some(d) = n.node.labels.get(key) {
+            out.insert(d.clone());
+        }
+    }
+    for npi in input.node_pools.iter().filter(|np| {
+        np.node_pool.ready && untolerated(&p.tolerations, &np.node_pool.taints).is_none()
+    }) {
+        let np = &npi.node_pool;
+        for it in &npi.instance_types {
+            for o in it.offerings.iter().filter(|o| o.available) {
+                let claim = NewNodeClaim {
+                    node_pool: np.name.clone(),
+                    requirements: vec![],
+                    labels: np.labels.clone(),
+                    taints: vec![],
+                    startup_taints: vec![],
+                    instance_types: vec![],
+                    pods: vec![],
+                    requests: Resources::new(),
+                    price: 0.0,
+                };
+                let l = option_labels(&claim, it, &o.zone, o.capacity_type.as_str());
+                if np.requirements.iter().all(|r| labels_match(&l, r))
+                    && pod_matches_labels(p, &l)
+                    && let Some(d) = l.get(key)
+                {
+                    out.insert(d.clone());
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Required topology spread and pod (anti-)affinity of every pod the plan places.
+pub fn check_topology(input: &SchedulingInput, plan: &Plan) -> Vec<String> {
+    let mut v = Vec::new();
+    let placed = pod_domains(input, plan);
+    let matching = |namespaces: &crate::topology::Namespaces,
+                    selector: &crate::model::LabelSelector,
+                    key: &str,
+                    domain: &str,
+                    except: &Pod| {
+        placed
+            .iter()
+            .filter(|(q, l, _)| {
+                q.key != except.key
+                    && namespaces.contains(&q.key.namespace)
+                    && selector_matches(selector, &q.labels)
+                    && l.get(key).is_some_and(|d| d == domain)
+            })
+            .count() as i64
+    };
+    for (p, l, new) in placed.iter().filter(|(_, _, new)| *new) {
+        let _ = new;
+        for c in p
+            .topology_spread
+            .iter()
+            .filter(|c| c.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule)
+        {
+            let Some(selector) =
+                effective_selector(p, c.label_selector.as_ref(), &c.match_label_keys, &[])
+            else {
+                continue;
+            };
+            let ns = crate::topology::Namespaces::Names([p.key.namespace.clone()].into());
+            let Some(domain) = l.get(&c.topology_key) else {
+                v.push(format!(
+                    "pod {} spreads on {} but its node has no such label",
+                    p.key, c.topology_key
+                ));
+                continue;
+            };
+            let own = i64::from(selector_matches(&selector, &p.labels));
+            let count = matching(&ns, &selector, &c.topology_key, domain, p) + own;
+            use crate::model::NodeInclusionPolicy::Honor;
+            let min = match reachable_domains(
+                input,
+                p,
+                &c.topology_key,
+                c.node_affinity_policy == Honor,
+                c.node_taints_policy == Honor,
+            ) {
+                None => 0,
+                Some(u)
+                    if c.min_domains
+                        .is_some_and(|m| (u.len() as i64) < i64::from(m)) =>
+                {
+                    0
+                }
+                Some(u) => u
+                    .iter()
+                    .map(|d| {
+                        matching(&ns, &selector, &c.topology_key, d, p)
+                            + if d == domain { own } else { 0 }
+                    })
+                    .min()
+                    .unwrap_or(0),
+            };
+            if count - min > i64::from(c.max_skew) {
+                v.push(format!(
+                    "pod {} breaks spread on {}: {count} in {domain}, minimum {min}, maxSkew {}",
+                    p.key, c.topology_key, c.max_skew
+                ));
+            }
+        }
+        for (affinity, anti) in [
+            (p.pod_affinity.as_ref(), false),
+            (p.pod_anti_affinity.as_ref(), true),
+        ] {
+            for term in affinity.map(|a| a.required.as_slice()).unwrap_or_default() {
+                let Some(selector) = effective_selector(
+                    p,
+                    term.label_selector.as_ref(),
+                    &term.match_label_keys,
+                    &term.mismatch_label_keys,
+                ) else {
+                    continue;
+                };
+                let ns = term_namespaces(p, term, &input.namespaces);
+                let Some(domain) = l.get(&term.topology_key) else {
+                    if !anti {
+                        v.push(format!(
+                            "pod {} has affinity on {} but its node has no such label",
+                            p.key, term.topology_key
+                        ));
+                    }
+                    continue;
+                };
+                let here = matching(&ns, &selector, &term.topology_key, domain, p);
+                if anti && here > 0 {
+                    v.push(format!(
+                        "pod {} shares {}={domain} with a pod its anti-affinity excludes",
+                        p.key, term.topology_key
+                    ));
+                }
+                if !anti && here == 0 {
+                    let self_match =
+                        ns.contains(&p.key.namespace) && selector_matches(&selector, &p.labels);
+                    let elsewhere = placed.iter().any(|(q, ql, _)| {
+                        q.key != p.key
+                            && ns.contains(&q.key.namespace)
+                            && selector_matches(&selector, &q.labels)
+                            && ql.get(&term.topology_key).is_some_and(|d| d != domain)
+                    });
+                    if !self_match || elsewhere {
+                        v.push(format!(
+                            "pod {} has no pod it has affinity to in {}={domain}",
+                            p.key, term.topology_key
+                        ));
+                    }
+                }
+            }
+        }
+        // Running and placed pods' anti-affinity must not exclude this pod.
+        for (q, ql, _) in placed.iter().filter(|(q, _, _)| q.key != p.key) {
+            for term in q
+                .pod_anti_affinity
+                .as_ref()
+                .map(|a| a.required.as_slice())
+                .unwrap_or_default()
+            {
+                let Some(selector) = effective_selector(
+                    q,
+                    term.label_selector.as_ref(),
+                    &term.match_label_keys,
+                    &term.mismatch_label_keys,
+                ) else {
+                    continue;
+                };
+                let ns = term_namespaces(q, term, &input.namespaces);
+                if ns.contains(&p.key.namespace)
+                    && selector_matches(&selector, &p.labels)
+                    && ql
+                        .get(&term.topology_key)
+                        .is_some_and(|d| l.get(&term.topology_key) == Some(d))
+                {
+                    v.push(format!(
+                        "pod {} is placed where pod {}'s anti-affinity excludes it",
+                        p.key, q.key
+                    ));
+                }
+            }
+        }
+    }
+    v
 }

@@ -27,3 +27,4 @@ pub mod quantity;
 pub mod requirements;
 pub mod solver;
 pub mod sync;
+pub mod topology;

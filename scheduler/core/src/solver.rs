@@ -34,6 +34,7 @@ use crate::pod::{
 use crate::quantity::Milli;
 use crate::requirements::{Requirements, ValueSet};
 use crate::sync::NominationTarget;
+use crate::topology::{Constraint, Topology};
 
 /// At most this many instance types are kept per new NodeClaim (EC2 Fleet's limit on overrides
 /// makes more pointless).
@@ -179,6 +180,10 @@ struct OpenClaim {
 /// Capacity already in use on an existing node or in-flight claim.
 struct Bin {
     target: NominationTarget,
+    /// Index into `input.nodes` for a node.
+    node: Option<usize>,
+    /// The labels topology domains are read from (hostname included).
+    domains: Labels,
     labels_reqs: Requirements,
     taints: Vec<Taint>,
     free: Resources,
@@ -387,9 +392,9 @@ fn cheapest_offering(
 fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize>) {
     let mut bins = Vec::new();
     let mut nominated = BTreeMap::new();
-    let mut nodes: Vec<&ExistingNode> = input.nodes.iter().collect();
-    nodes.sort_by(|a, b| a.node.name.cmp(&b.node.name));
-    for n in nodes {
+    let mut nodes: Vec<(usize, &ExistingNode)> = input.nodes.iter().enumerate().collect();
+    nodes.sort_by(|a, b| a.1.node.name.cmp(&b.1.node.name));
+    for (node_index, n) in nodes {
         let mut used = Resources::new();
         let mut host_ports = Vec::new();
         let running_daemons: BTreeSet<&str> = n
@@ -420,8 +425,14 @@ fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize
         }
         let mut free = n.node.allocatable.clone();
         pod::sub(&mut free, &used);
+        let mut domains = n.node.labels.clone();
+        domains
+            .entry(labels::HOSTNAME.to_owned())
+            .or_insert_with(|| n.node.name.clone());
         bins.push(Bin {
             target: NominationTarget::Node(n.node.name.clone()),
+            node: Some(node_index),
+            domains,
             labels_reqs: Requirements::from_labels(&n.node.labels),
             taints: n.node.taints.clone(),
             free,
@@ -455,8 +466,15 @@ fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize
         for (k, v) in &claim.labels {
             reqs.add(k, ValueSet::one_of([v.clone()]));
         }
+        let mut domains = reqs.labels();
+        domains.insert(
+            labels::HOSTNAME.to_owned(),
+            format!("nodeclaim:{}", claim.name),
+        );
         bins.push(Bin {
             target: NominationTarget::NodeClaim(claim.name.clone()),
+            node: None,
+            domains,
             labels_reqs: reqs,
             taints: claim.taints.clone(),
             free,
@@ -468,6 +486,171 @@ fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize
 }
 
 // ---- the solve ----------------------------------------------------------------------------------------
+
+/// One way of scheduling a pod: its preferences, relaxed step by step (Karpenter's order:
+/// preferred pod affinity, then preferred node affinity terms from the lightest, then
+/// ScheduleAnyway spread, then tolerating PreferNoSchedule taints).
+#[derive(Debug, Clone, PartialEq)]
+struct View {
+    alternatives: Vec<Requirements>,
+    constraints: Vec<Constraint>,
+    tolerate_prefer_no_schedule: bool,
+}
+
+/// What all pods of a class share.
+struct Class {
+    pods: Vec<usize>,
+    views: Vec<View>,
+    /// Per view, per constraint: every domain the pod could go to.
+    universes: Vec<Vec<BTreeSet<String>>>,
+    /// Placement changes what later pods of the class may do (topology), so no cursor.
+    topology: bool,
+}
+
+const NEW_NODE_DOMAIN: &str = "\u{0}new-node";
+
+fn views_for(
+    p: &Pod,
+    base: &[Requirements],
+    topo: &mut Topology,
+    namespaces: &[Namespace],
+) -> Vec<View> {
+    let mut preferred_terms: Vec<&crate::model::PreferredSchedulingTerm> = p
+        .node_affinity
+        .as_ref()
+        .map(|a| a.preferred.iter().collect())
+        .unwrap_or_default();
+    // Heaviest kept longest: relax from the lightest.
+    preferred_terms.sort_by_key(|t| std::cmp::Reverse(t.weight));
+    let with_terms = |n: usize| -> Vec<Requirements> {
+        base.iter()
+            .map(|alt| {
+                let mut alt = alt.clone();
+                for t in &preferred_terms[..n] {
+                    for r in &t.term.match_expressions {
+                        alt.add(&r.key, ValueSet::from_requirement(r));
+                    }
+                }
+                alt
+            })
+            .collect()
+    };
+    let required = {
+        let mut c = topo.spread_constraints(p, false);
+        c.extend(topo.affinity_constraints(p, false, namespaces));
+        c
+    };
+    let mut all_spread = topo.spread_constraints(p, true);
+    let with_preferred_affinity = {
+        let mut c = all_spread.clone();
+        c.extend(topo.affinity_constraints(p, true, namespaces));
+        c
+    };
+    all_spread.extend(topo.affinity_constraints(p, false, namespaces));
+    let mut views = vec![View {
+        alternatives: with_terms(preferred_terms.len()),
+        constraints: with_preferred_affinity,
+        tolerate_prefer_no_schedule: false,
+    }];
+    views.push(View {
+        alternatives: with_terms(preferred_terms.len()),
+        constraints: all_spread.clone(),
+        tolerate_prefer_no_schedule: false,
+    });
+    for n in (0..preferred_terms.len()).rev() {
+        views.push(View {
+            alternatives: with_terms(n),
+            constraints: all_spread.clone(),
+            tolerate_prefer_no_schedule: false,
+        });
+    }
+    views.push(View {
+        alternatives: base.to_vec(),
+        constraints: required.clone(),
+        tolerate_prefer_no_schedule: false,
+    });
+    views.push(View {
+        alternatives: base.to_vec(),
+        constraints: required,
+        tolerate_prefer_no_schedule: true,
+    });
+    views.dedup();
+    views
+}
+
+/// Every domain of `key` the pod could be placed in under `view`.
+///
+/// Only the pod's required node constraints narrow it (`alternatives`), not its preferences:
+/// Kubernetes counts spread domains over every node the pod may run on.
+fn universe(
+    input: &SchedulingInput,
+    pools: &[PreparedPool],
+    bins: &[Bin],
+    p: &Pod,
+    alternatives: &[Requirements],
+    key: &str,
+    c: &Constraint,
+) -> BTreeSet<String> {
+    let spread = input_spread(p, c, key);
+    let mut out = BTreeSet::new();
+    for b in bins.iter().filter(|b| b.usable) {
+        let (honor_affinity, honor_taints) = spread;
+        if honor_affinity
+            && !alternatives
+                .iter()
+                .any(|alt| b.labels_reqs.admits(alt).is_ok())
+        {
+            continue;
+        }
+        if honor_taints && untolerated(&p.tolerations, &b.taints).is_some() {
+            continue;
+        }
+        if let Some(d) = b.domains.get(key) {
+            out.insert(d.clone());
+        }
+    }
+    for pool in pools {
+        let np = &input.node_pools[pool.input].node_pool;
+        if untolerated(&p.tolerations, &np.taints).is_some() {
+            continue;
+        }
+        if key == labels::HOSTNAME {
+            if !pool.types.is_empty() {
+                out.insert(NEW_NODE_DOMAIN.to_owned());
+            }
+            continue;
+        }
+        for t in &pool.types {
+            for alt in alternatives {
+                if let Ok(r) = t.reqs.intersect(alt)
+                    && t.reqs.admits(alt).is_ok()
+                    && let Some(values) = r.get(key).and_then(ValueSet::finite_values)
+                {
+                    out.extend(values.iter().cloned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The node inclusion policies of the spread constraint behind `c` (affinity: honour both).
+fn input_spread(p: &Pod, c: &Constraint, key: &str) -> (bool, bool) {
+    use crate::model::NodeInclusionPolicy::Honor;
+    match c {
+        Constraint::Spread { .. } => p
+            .topology_spread
+            .iter()
+            .find(|s| s.topology_key == key)
+            .map_or((true, false), |s| {
+                (
+                    s.node_affinity_policy == Honor,
+                    s.node_taints_policy == Honor,
+                )
+            }),
+        _ => (true, false),
+    }
+}
 
 /// Solves one provisioning decision.
 pub fn solve(input: &SchedulingInput) -> Plan {
@@ -486,13 +669,6 @@ pub fn solve(input: &SchedulingInput) -> Plan {
             continue;
         }
         stats.pods += 1;
-        if let Some(reason) = unsupported(p) {
-            unschedulable.push(crate::sync::Unschedulable {
-                pod: p.key.clone(),
-                reason,
-            });
-            continue;
-        }
         match nominated.get(&p.key) {
             Some(&bin) => {
                 placements.push(Placement {
@@ -515,39 +691,215 @@ pub fn solve(input: &SchedulingInput) -> Plan {
         .collect();
 
     // Classes: pods with identical scheduling needs.
-    let mut classes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut by_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for &i in &pending {
-        classes
+        by_key
             .entry(class_key(&input.pods[i], &infos[i]))
             .or_default()
             .push(i);
     }
-    let mut class_list: Vec<Vec<usize>> = classes.into_values().collect();
-    class_list.sort_by(|a, b| {
-        let (pa, pb) = (&input.pods[a[0]], &input.pods[b[0]]);
-        let (ra, rb) = (&infos[a[0]].requests, &infos[b[0]].requests);
+    let mut topo = Topology::default();
+    let mut classes: Vec<Class> = by_key
+        .into_values()
+        .map(|pods| {
+            let p = &input.pods[pods[0]];
+            let views = views_for(
+                p,
+                &infos[pods[0]].alternatives,
+                &mut topo,
+                &input.namespaces,
+            );
+            let topology = views.iter().any(|v| !v.constraints.is_empty());
+            Class {
+                pods,
+                views,
+                universes: Vec::new(),
+                topology,
+            }
+        })
+        .collect();
+    for class in &mut classes {
+        let p = &input.pods[class.pods[0]];
+        class.universes = class
+            .views
+            .iter()
+            .map(|v| {
+                v.constraints
+                    .iter()
+                    .map(|c| {
+                        universe(
+                            input,
+                            &pools,
+                            &bins,
+                            p,
+                            &infos[class.pods[0]].alternatives,
+                            &topo.groups[c.group()].key.topology_key,
+                            c,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+    }
+    for class in &classes {
+        let (last, universes) = (class.views.len() - 1, class.universes.last());
+        for (c, u) in class.views[last]
+            .constraints
+            .iter()
+            .zip(universes.into_iter().flatten())
+        {
+            if let Constraint::Affinity { group, .. } = c {
+                topo.affinity_owners.insert(*group);
+            }
+            if let Constraint::Spread {
+                group,
+                max_skew,
+                min_domains,
+            } = c
+            {
+                let owners = topo.spread_owners.entry(*group).or_default();
+                let owner = (*max_skew, *min_domains, u.clone());
+                if !owners.contains(&owner) {
+                    owners.push(owner);
+                }
+            }
+        }
+    }
+    for class in &mut classes {
+        let p = &input.pods[class.pods[0]];
+        class.topology |= topo
+            .spread_owners
+            .keys()
+            .chain(&topo.affinity_owners)
+            .any(|&g| topo.groups[g].matches(p));
+    }
+    classes.sort_by(|a, b| {
+        let (pa, pb) = (&input.pods[a.pods[0]], &input.pods[b.pods[0]]);
+        let (ra, rb) = (&infos[a.pods[0]].requests, &infos[b.pods[0]].requests);
         pb.priority
             .cmp(&pa.priority)
+            .then_with(|| b.topology.cmp(&a.topology))
             .then_with(|| rb.get(resource::CPU).cmp(&ra.get(resource::CPU)))
             .then_with(|| rb.get(resource::MEMORY).cmp(&ra.get(resource::MEMORY)))
             .then_with(|| pa.key.cmp(&pb.key))
     });
-    stats.classes = class_list.len();
+    stats.classes = classes.len();
+
+    // Pods already running count in every topology group they match, and their own
+    // anti-affinity excludes pods from their domains.
+    let running_anti = input.nodes.iter().flat_map(|n| &n.pods).any(|p| {
+        p.pod_anti_affinity
+            .as_ref()
+            .is_some_and(|a| !a.required.is_empty())
+    });
+    let track = !topo.groups.is_empty() || running_anti;
+    if track {
+        for b in &bins {
+            if let Some(n) = b.node {
+                for p in input.nodes[n]
+                    .pods
+                    .iter()
+                    .filter(|p| !matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed))
+                {
+                    topo.record(p, &input.namespaces, &|k| b.domains.get(k).cloned());
+                }
+            }
+        }
+    }
 
     let mut claims: Vec<OpenClaim> = Vec::new();
     let mut charged: Vec<Resources> = vec![Resources::new(); pools.len()];
+    let cx = Cx {
+        input,
+        pools: &pools,
+    };
 
-    for class in &class_list {
+    for class in &classes {
         let mut bin_cursor = 0;
         let mut claim_cursor = 0;
-        for &pi in class {
+        for &pi in &class.pods {
             let p = &input.pods[pi];
             let info = &infos[pi];
-            // 1. Existing nodes, then in-flight claims.
-            let mut placed = false;
-            while bin_cursor < bins.len() {
-                let b = &mut bins[bin_cursor];
-                if bin_accepts(b, p, info) {
+            let mut outcome = None;
+            'views: for (vi, view) in class.views.iter().enumerate() {
+                let universes = &class.universes[vi];
+                // 1. Existing nodes, then in-flight claims.
+                let mut bi = if class.topology { 0 } else { bin_cursor };
+                while bi < bins.len() {
+                    if bin_accepts(&bins[bi], p, info, view, universes, &topo) {
+                        outcome = Some(Target::Bin(bi));
+                        break 'views;
+                    }
+                    bi += 1;
+                }
+                if !class.topology && vi == 0 {
+                    bin_cursor = bi;
+                }
+                // 2. New claims opened in this solve.
+                let mut ci = if class.topology { 0 } else { claim_cursor };
+                while ci < claims.len() {
+                    if try_add(
+                        &cx,
+                        &mut claims[ci],
+                        ci,
+                        &mut charged,
+                        p,
+                        pi,
+                        info,
+                        view,
+                        universes,
+                        &topo,
+                    ) {
+                        outcome = Some(Target::Claim(ci));
+                        break 'views;
+                    }
+                    ci += 1;
+                }
+                if !class.topology && vi == 0 {
+                    claim_cursor = ci;
+                }
+                // 3. A new claim, NodePools by weight.
+                for (pool_idx, pool) in pools.iter().enumerate() {
+                    if pool.types.is_empty() {
+                        continue;
+                    }
+                    let np = &input.node_pools[pool.input].node_pool;
+                    if untolerated(&p.tolerations, &np.taints).is_some()
+                        || (!view.tolerate_prefer_no_schedule
+                            && pod::preferred_taint_penalty(&p.tolerations, &np.taints) > 0)
+                    {
+                        continue;
+                    }
+                    let mut claim = OpenClaim {
+                        pool: pool_idx,
+                        reqs: Requirements::new(),
+                        options: (0..pool.types.len()).collect(),
+                        pods: Vec::new(),
+                        requests: Resources::new(),
+                        host_ports: Vec::new(),
+                        charge: Resources::new(),
+                    };
+                    if try_add(
+                        &cx,
+                        &mut claim,
+                        claims.len(),
+                        &mut charged,
+                        p,
+                        pi,
+                        info,
+                        view,
+                        universes,
+                        &topo,
+                    ) {
+                        claims.push(claim);
+                        outcome = Some(Target::Claim(claims.len() - 1));
+                        break 'views;
+                    }
+                }
+            }
+            match outcome {
+                Some(Target::Bin(bi)) => {
+                    let b = &mut bins[bi];
                     pod::sub(&mut b.free, &info.requests);
                     b.host_ports.extend(p.host_ports.iter().cloned());
                     match b.target {
@@ -558,67 +910,39 @@ pub fn solve(input: &SchedulingInput) -> Plan {
                         pod: p.key.clone(),
                         target: b.target.clone(),
                     });
-                    placed = true;
-                    break;
+                    if track {
+                        topo.record(p, &input.namespaces, &|k| b.domains.get(k).cloned());
+                    }
+                    if !class.topology {
+                        bin_cursor = bi;
+                    }
                 }
-                bin_cursor += 1;
-            }
-            if placed {
-                continue;
-            }
-            // 2. New claims opened in this solve.
-            while claim_cursor < claims.len() {
-                if try_add(
-                    &mut claims[claim_cursor],
-                    &pools,
-                    &mut charged,
-                    input,
-                    p,
-                    pi,
-                    info,
-                ) {
-                    placed = true;
-                    break;
+                Some(Target::Claim(ci)) => {
+                    stats.placed_on_new += 1;
+                    if track {
+                        let merged = claim_requirements(&pools, &claims[ci]);
+                        topo.record(p, &input.namespaces, &|k| claim_domain(&merged, ci, k));
+                    }
+                    if !class.topology {
+                        bin_cursor = bins.len();
+                        claim_cursor = ci;
+                    }
                 }
-                claim_cursor += 1;
-            }
-            if placed {
-                stats.placed_on_new += 1;
-                continue;
-            }
-            // 3. A new claim, NodePools by weight.
-            let mut opened = false;
-            for (pool_idx, pool) in pools.iter().enumerate() {
-                if pool.types.is_empty() {
-                    continue;
+                None => {
+                    let last = &class.views[class.views.len() - 1];
+                    let mut keys: Vec<String> = last
+                        .constraints
+                        .iter()
+                        .map(|c| topo.groups[c.group()].key.topology_key.clone())
+                        .collect();
+                    keys.sort();
+                    keys.dedup();
+                    let reason = explain(input, &pools, &charged, p, info, &keys);
+                    unschedulable.push(crate::sync::Unschedulable {
+                        pod: p.key.clone(),
+                        reason,
+                    });
                 }
-                let np = &input.node_pools[pool.input].node_pool;
-                if untolerated(&p.tolerations, &np.taints).is_some() {
-                    continue;
-                }
-                let mut claim = OpenClaim {
-                    pool: pool_idx,
-                    reqs: Requirements::new(),
-                    options: (0..pool.types.len()).collect(),
-                    pods: Vec::new(),
-                    requests: Resources::new(),
-                    host_ports: Vec::new(),
-                    charge: Resources::new(),
-                };
-                if try_add(&mut claim, &pools, &mut charged, input, p, pi, info) {
-                    claim_cursor = claims.len();
-                    claims.push(claim);
-                    opened = true;
-                    break;
-                }
-            }
-            if opened {
-                stats.placed_on_new += 1;
-            } else {
-                unschedulable.push(crate::sync::Unschedulable {
-                    pod: p.key.clone(),
-                    reason: explain(input, &pools, &charged, p, info),
-                });
             }
         }
     }
@@ -641,38 +965,40 @@ pub fn solve(input: &SchedulingInput) -> Plan {
     }
 }
 
-/// Constraints the solver does not honour yet. Such pods are refused with this reason rather
-/// than placed in violation of them. Preferences (ScheduleAnyway spread, preferred affinity)
-/// are relaxed, as Karpenter relaxes them when it cannot honour them.
-fn unsupported(p: &Pod) -> Option<String> {
-    use crate::model::WhenUnsatisfiable;
-    if p.topology_spread
-        .iter()
-        .any(|c| c.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule)
-    {
-        return Some("topology spread with whenUnsatisfiable=DoNotSchedule is not supported by this Berth version yet".to_owned());
+enum Target {
+    Bin(usize),
+    Claim(usize),
+}
+
+/// Read-only context of a solve.
+struct Cx<'a> {
+    input: &'a SchedulingInput,
+    pools: &'a [PreparedPool],
+}
+
+/// A claim's requirements with its pool's template.
+fn claim_requirements(pools: &[PreparedPool], c: &OpenClaim) -> Requirements {
+    pools[c.pool]
+        .template
+        .intersect(&c.reqs)
+        .unwrap_or_else(|_| c.reqs.clone())
+}
+
+/// The domain of new claim `index` for `key`: itself for hostname, else a single value.
+fn claim_domain(reqs: &Requirements, index: usize, key: &str) -> Option<String> {
+    if key == labels::HOSTNAME {
+        Some(format!("new:{index}"))
+    } else {
+        reqs.get(key).and_then(ValueSet::single).map(str::to_owned)
     }
-    if p.pod_affinity
-        .as_ref()
-        .is_some_and(|a| !a.required.is_empty())
-    {
-        return Some("required pod affinity is not supported by this Berth version yet".to_owned());
-    }
-    if p.pod_anti_affinity
-        .as_ref()
-        .is_some_and(|a| !a.required.is_empty())
-    {
-        return Some(
-            "required pod anti-affinity is not supported by this Berth version yet".to_owned(),
-        );
-    }
-    None
 }
 
 /// Everything that makes two pods schedule differently, as a string.
 fn class_key(p: &Pod, info: &PodInfo) -> String {
+    let topology =
+        !p.topology_spread.is_empty() || p.pod_affinity.is_some() || p.pod_anti_affinity.is_some();
     format!(
-        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}",
         p.priority,
         info.requests,
         p.node_selector,
@@ -680,19 +1006,54 @@ fn class_key(p: &Pod, info: &PodInfo) -> String {
         p.tolerations,
         p.volume_requirements,
         p.host_ports,
-        p.key.namespace
+        p.key.namespace,
+        // Labels matter only to topology (selectors); keep classes large otherwise.
+        topology.then_some((
+            &p.labels,
+            &p.topology_spread,
+            &p.pod_affinity,
+            &p.pod_anti_affinity
+        )),
     )
 }
 
-fn bin_accepts(b: &Bin, p: &Pod, info: &PodInfo) -> bool {
+fn constraints_allow(
+    p: &Pod,
+    view: &View,
+    universes: &[BTreeSet<String>],
+    topo: &Topology,
+    domain_of: &dyn Fn(&str) -> Option<String>,
+) -> bool {
+    view.constraints.iter().zip(universes).all(|(c, universe)| {
+        let key = &topo.groups[c.group()].key.topology_key;
+        match domain_of(key) {
+            Some(d) => topo.allows(p, c, &d, universe),
+            // A node without the key: anti-affinity holds trivially; spread and affinity cannot.
+            None => matches!(c, Constraint::AntiAffinity { .. }),
+        }
+    }) && !topo.anti_forbids(p, domain_of)
+        && topo.owners_allow(p, domain_of)
+}
+
+fn bin_accepts(
+    b: &Bin,
+    p: &Pod,
+    info: &PodInfo,
+    view: &View,
+    universes: &[BTreeSet<String>],
+    topo: &Topology,
+) -> bool {
     b.usable
         && fits(&info.requests, &b.free)
         && untolerated(&p.tolerations, &b.taints).is_none()
+        && (view.tolerate_prefer_no_schedule
+            || pod::preferred_taint_penalty(&p.tolerations, &b.taints) == 0)
         && !host_ports_conflict(&p.host_ports, &b.host_ports)
-        && info
+        && view
             .alternatives
             .iter()
             .any(|alt| b.labels_reqs.admits(alt).is_ok())
+        && constraints_allow(p, view, universes, topo, &|k| b.domains.get(k).cloned())
 }
 
 /// Whether the pool type `t` can host a claim with requirements `reqs` and `requests`, within
@@ -740,19 +1101,54 @@ fn remaining_for(
     )
 }
 
-/// Tries to add pod `pi` to `claim`, narrowing its options; leaves it untouched on failure.
+/// Domains a claim could still take for `key`, given its options and requirements.
+fn candidate_domains(
+    pool: &PreparedPool,
+    options: &[usize],
+    reqs: &Requirements,
+    key: &str,
+) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    if let Some(v) = pool.template.get(key).and_then(ValueSet::single) {
+        out.insert(v.to_owned());
+    }
+    for &o in options {
+        let allowed = pool.types[o]
+            .reqs
+            .get(key)
+            .and_then(ValueSet::finite_values);
+        if let Some(values) = allowed {
+            out.extend(
+                values
+                    .iter()
+                    .filter(|v| reqs.get(key).is_none_or(|w| w.allows(Some(v))))
+                    .cloned(),
+            );
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Tries to add pod `pi` to `claim` (whose index is `index`), narrowing its options and, for
+/// topology constraints, pinning the domains; leaves it untouched on failure.
+#[allow(clippy::too_many_arguments)]
 fn try_add(
+    cx: &Cx<'_>,
     claim: &mut OpenClaim,
-    pools: &[PreparedPool],
+    index: usize,
     charged: &mut [Resources],
-    input: &SchedulingInput,
     p: &Pod,
     pi: usize,
     info: &PodInfo,
+    view: &View,
+    universes: &[BTreeSet<String>],
+    topo: &Topology,
 ) -> bool {
-    let pool = &pools[claim.pool];
-    let np = &input.node_pools[pool.input].node_pool;
+    let pool = &cx.pools[claim.pool];
+    let np = &cx.input.node_pools[pool.input].node_pool;
     if untolerated(&p.tolerations, &np.taints).is_some()
+        || (!view.tolerate_prefer_no_schedule
+            && pod::preferred_taint_penalty(&p.tolerations, &np.taints) > 0)
         || host_ports_conflict(&p.host_ports, &claim.host_ports)
     {
         return false;
@@ -760,7 +1156,14 @@ fn try_add(
     let mut requests = claim.requests.clone();
     add(&mut requests, &info.requests);
     let remaining = remaining_for(pool, &charged[claim.pool], &claim.charge);
-    for alt in &info.alternatives {
+    // Keys whose domain must be pinned (hostname is the claim itself).
+    let owned_keys = topo.keys_for(p, &view.constraints);
+    let keys: Vec<&str> = owned_keys
+        .iter()
+        .map(String::as_str)
+        .filter(|k| *k != labels::HOSTNAME)
+        .collect();
+    for alt in &view.alternatives {
         let Ok(reqs) = claim.reqs.intersect(alt) else {
             continue;
         };
@@ -778,7 +1181,15 @@ fn try_add(
                 )
             })
             .collect();
-        if options.is_empty() || !min_values_hold(&reqs, pool, &options) {
+        if options.is_empty() {
+            continue;
+        }
+        let Some((reqs, options)) =
+            pin_domains(pool, reqs, options, &keys, p, view, universes, topo, index)
+        else {
+            continue;
+        };
+        if !min_values_hold(&reqs, pool, &options) {
             continue;
         }
         let charge = charge_of(pool, &options);
@@ -794,6 +1205,63 @@ fn try_add(
         return true;
     }
     false
+}
+
+/// Pins each topology key to one domain that keeps every constraint (trying domains from the
+/// least loaded), then checks the constraints; `None` if no choice works.
+#[allow(clippy::too_many_arguments)]
+fn pin_domains(
+    pool: &PreparedPool,
+    reqs: Requirements,
+    options: Vec<usize>,
+    keys: &[&str],
+    p: &Pod,
+    view: &View,
+    universes: &[BTreeSet<String>],
+    topo: &Topology,
+    index: usize,
+) -> Option<(Requirements, Vec<usize>)> {
+    let Some((key, rest)) = keys.split_first() else {
+        let merged = pool
+            .template
+            .intersect(&reqs)
+            .unwrap_or_else(|_| reqs.clone());
+        return constraints_allow(p, view, universes, topo, &|k| {
+            claim_domain(&merged, index, k)
+        })
+        .then_some((reqs, options));
+    };
+    let mut candidates = candidate_domains(pool, &options, &reqs, key);
+    // Least-loaded first (for spread), by the first constraint on the key.
+    if let Some(c) = view
+        .constraints
+        .iter()
+        .find(|c| topo.groups[c.group()].key.topology_key == *key)
+    {
+        let g = &topo.groups[c.group()];
+        candidates.sort_by_key(|d| (g.count(d), d.clone()));
+    }
+    for d in candidates {
+        let mut pinned = reqs.clone();
+        pinned.add(key, ValueSet::one_of([d.clone()]));
+        if pinned.get(key).is_some_and(ValueSet::is_unsatisfiable) {
+            continue;
+        }
+        let narrowed: Vec<usize> = options
+            .iter()
+            .copied()
+            .filter(|&o| pool.types[o].reqs.admits(&pinned).is_ok())
+            .collect();
+        if narrowed.is_empty() {
+            continue;
+        }
+        if let Some(found) = pin_domains(
+            pool, pinned, narrowed, rest, p, view, universes, topo, index,
+        ) {
+            return Some(found);
+        }
+    }
+    None
 }
 
 /// Per limited resource, the largest capacity among the options (the worst case of a launch).
@@ -935,6 +1403,7 @@ fn explain(
     charged: &[Resources],
     p: &Pod,
     info: &PodInfo,
+    topology_keys: &[String],
 ) -> String {
     if pools.is_empty() {
         return "no NodePool exists".to_owned();
@@ -967,7 +1436,7 @@ fn explain(
                 np.name
             )
         } else {
-            explain_pool(pool, &charged[pool_idx], npi, info)
+            explain_pool(pool, &charged[pool_idx], npi, info, topology_keys)
         };
         reasons.push((np.name.clone(), reason));
     }
@@ -991,6 +1460,7 @@ fn explain_pool(
     charged: &Resources,
     npi: &NodePoolInput,
     info: &PodInfo,
+    topology_keys: &[String],
 ) -> String {
     let np = &npi.node_pool;
     // Requirements.
@@ -1064,6 +1534,13 @@ fn explain_pool(
                 );
             }
         }
+    }
+    if !topology_keys.is_empty() {
+        return format!(
+            "NodePool {}: topology spread or pod (anti-)affinity on {} cannot be satisfied",
+            np.name,
+            topology_keys.join(", ")
+        );
     }
     format!(
         "NodePool {}: no instance type fits the pod beside its constraints (minValues or host ports)",

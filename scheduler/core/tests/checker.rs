@@ -138,3 +138,41 @@ fn over_committed_node_and_shared_host_port() {
     flags(&inp, &plan, "node n1 is over-committed");
     flags(&inp, &plan, "share a host port on node n1");
 }
+
+#[test]
+fn broken_topology() {
+    let mk = |name: &str| {
+        let mut p = pod(name, 500, gib(1));
+        p.labels.insert("app".into(), "nginx".into());
+        let sel = LabelSelector {
+            match_labels: [("app".to_owned(), "nginx".to_owned())].into(),
+            match_expressions: vec![],
+        };
+        p.pod_anti_affinity = Some(PodAffinity {
+            required: vec![PodAffinityTerm {
+                label_selector: Some(sel.clone()),
+                topology_key: labels::HOSTNAME.into(),
+                ..Default::default()
+            }],
+            preferred: vec![],
+        });
+        p.topology_spread = vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: labels::TOPOLOGY_ZONE.into(),
+            when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+            label_selector: Some(sel),
+            min_domains: None,
+            match_label_keys: vec![],
+            node_affinity_policy: NodeInclusionPolicy::Honor,
+            node_taints_policy: NodeInclusionPolicy::Ignore,
+        }];
+        p
+    };
+    let inp = input(vec![pool("default")], vec![mk("a"), mk("b"), mk("c")]);
+    let mut plan = solver::solve(&inp);
+    assert_eq!(check(&inp, &plan), Vec::<String>::new());
+    let moved = plan.new_node_claims[1].pods.pop().unwrap();
+    plan.new_node_claims[0].pods.push(moved);
+    flags(&inp, &plan, "shares kubernetes.io/hostname");
+    flags(&inp, &plan, "breaks spread on topology.kubernetes.io/zone");
+}

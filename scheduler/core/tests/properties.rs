@@ -76,45 +76,101 @@ fn arb_pod(i: usize) -> impl Strategy<Value = Pod> {
         0..5usize,
         any::<bool>(),
         0..3usize,
+        0..7usize,
+        0..3usize,
     )
-        .prop_map(move |(cpu_milli, mem_mib, team, affinity, port, gpu)| {
-            let mut p = pod(&format!("p{i:03}"), cpu_milli, mem_mib * MI * 1000);
-            if team > 0 {
-                let value = format!("team-{}", team - 1);
-                p.tolerations = vec![tolerate("dedicated", &value, TaintEffect::NoSchedule)];
-                if team == 2 {
-                    p.node_selector.insert("team".into(), value);
+        .prop_map(
+            move |(cpu_milli, mem_mib, team, affinity, port, gpu, topology, app)| {
+                let mut p = pod(&format!("p{i:03}"), cpu_milli, mem_mib * MI * 1000);
+                if team > 0 {
+                    let value = format!("team-{}", team - 1);
+                    p.tolerations = vec![tolerate("dedicated", &value, TaintEffect::NoSchedule)];
+                    if team == 2 {
+                        p.node_selector.insert("team".into(), value);
+                    }
                 }
-            }
-            let term = match affinity {
-                1 => Some(Requirement::new(
-                    labels::TOPOLOGY_ZONE,
-                    Operator::In,
-                    &["us-east-1b"],
-                )),
-                2 => Some(Requirement::new(
-                    labels::INSTANCE_CPU,
-                    Operator::Gte,
-                    &["8"],
-                )),
-                3 => Some(Requirement::new(labels::ARCH, Operator::NotIn, &["arm64"])),
-                _ => None,
-            };
-            if let Some(r) = term {
-                p = with_affinity(p, vec![vec![r]]);
-            }
-            if port {
-                p.host_ports = vec![HostPort {
-                    ip: String::new(),
-                    port: 8080,
-                    protocol: Protocol::Tcp,
-                }];
-            }
-            if gpu == 2 {
-                p.containers[0].set(resource::NVIDIA_GPU, 1000);
-            }
-            p
-        })
+                let term = match affinity {
+                    1 => Some(Requirement::new(
+                        labels::TOPOLOGY_ZONE,
+                        Operator::In,
+                        &["us-east-1b"],
+                    )),
+                    2 => Some(Requirement::new(
+                        labels::INSTANCE_CPU,
+                        Operator::Gte,
+                        &["8"],
+                    )),
+                    3 => Some(Requirement::new(labels::ARCH, Operator::NotIn, &["arm64"])),
+                    _ => None,
+                };
+                if let Some(r) = term {
+                    p = with_affinity(p, vec![vec![r]]);
+                }
+                if port {
+                    p.host_ports = vec![HostPort {
+                        ip: String::new(),
+                        port: 8080,
+                        protocol: Protocol::Tcp,
+                    }];
+                }
+                if gpu == 2 {
+                    p.containers[0].set(resource::NVIDIA_GPU, 1000);
+                }
+                let app = format!("app-{app}");
+                p.labels.insert("app".into(), app.clone());
+                let selector = LabelSelector {
+                    match_labels: [("app".to_owned(), app)].into(),
+                    match_expressions: vec![],
+                };
+                let term = |key: &str| PodAffinityTerm {
+                    label_selector: Some(selector.clone()),
+                    topology_key: key.into(),
+                    ..Default::default()
+                };
+                let spread = |key: &str, when| TopologySpreadConstraint {
+                    max_skew: 1,
+                    topology_key: key.into(),
+                    when_unsatisfiable: when,
+                    label_selector: Some(selector.clone()),
+                    min_domains: None,
+                    match_label_keys: vec![],
+                    node_affinity_policy: NodeInclusionPolicy::Honor,
+                    node_taints_policy: NodeInclusionPolicy::Ignore,
+                };
+                match topology {
+                    1 => {
+                        p.topology_spread = vec![spread(
+                            labels::TOPOLOGY_ZONE,
+                            WhenUnsatisfiable::DoNotSchedule,
+                        )]
+                    }
+                    2 => {
+                        p.topology_spread =
+                            vec![spread(labels::HOSTNAME, WhenUnsatisfiable::DoNotSchedule)]
+                    }
+                    3 => {
+                        p.pod_anti_affinity = Some(PodAffinity {
+                            required: vec![term(labels::HOSTNAME)],
+                            preferred: vec![],
+                        })
+                    }
+                    4 => {
+                        p.pod_affinity = Some(PodAffinity {
+                            required: vec![term(labels::TOPOLOGY_ZONE)],
+                            preferred: vec![],
+                        })
+                    }
+                    5 => {
+                        p.topology_spread = vec![spread(
+                            labels::TOPOLOGY_ZONE,
+                            WhenUnsatisfiable::ScheduleAnyway,
+                        )]
+                    }
+                    _ => {}
+                }
+                p
+            },
+        )
 }
 
 fn arb_input() -> impl Strategy<Value = solver::SchedulingInput> {
@@ -154,7 +210,8 @@ fn arb_input() -> impl Strategy<Value = solver::SchedulingInput> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    // PROPTEST_CASES=5000 for a longer hunt.
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(200), ..ProptestConfig::default() })]
 
     #[test]
     fn every_plan_passes_the_checker(inp in arb_input()) {

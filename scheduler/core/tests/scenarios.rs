@@ -979,34 +979,6 @@ fn host_ports_conflict_with_existing_pods() {
     assert_eq!(plan.new_node_claims.len(), 1);
 }
 
-// ---- not yet supported, refused honestly --------------------------------------------------------------
-
-#[test]
-fn required_spread_and_affinity_are_refused_not_violated() {
-    let mut spread = pod("spread", 100, MI);
-    spread.topology_spread = vec![TopologySpreadConstraint {
-        max_skew: 1,
-        topology_key: labels::TOPOLOGY_ZONE.into(),
-        when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
-        label_selector: None,
-        min_domains: None,
-        match_label_keys: vec![],
-        node_affinity_policy: NodeInclusionPolicy::Honor,
-        node_taints_policy: NodeInclusionPolicy::Ignore,
-    }];
-    let mut anti = pod("anti", 100, MI);
-    anti.pod_anti_affinity = Some(PodAffinity {
-        required: vec![PodAffinityTerm {
-            topology_key: labels::HOSTNAME.into(),
-            ..Default::default()
-        }],
-        preferred: vec![],
-    });
-    let plan = solve(&input(vec![pool("default")], vec![spread, anti]));
-    assert!(reason_of(&plan, "spread").contains("not supported"));
-    assert!(reason_of(&plan, "anti").contains("not supported"));
-}
-
 // ---- whole-plan properties --------------------------------------------------------------------------------
 
 #[test]
