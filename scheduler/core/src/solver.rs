@@ -175,6 +175,28 @@ struct OpenClaim {
     host_ports: Vec<HostPort>,
     /// What it charges against its pool's limits: per resource the max over its options.
     charge: Resources,
+    /// Per resource the most room any option has (a quick upper bound for fitting).
+    max_room: Resources,
+}
+
+/// Whether no pending pod could still join the claim.
+fn claim_full(c: &OpenClaim, smallest: &Resources) -> bool {
+    let mut need = c.requests.clone();
+    add(&mut need, smallest);
+    !fits(&need, &c.max_room)
+}
+
+/// Per resource, the largest room among `options`.
+fn max_room(pool: &PreparedPool, options: &[usize]) -> Resources {
+    let mut out = Resources::new();
+    for &o in options {
+        for (name, v) in pool.types[o].room.iter() {
+            if v > out.get(name) {
+                out.set(name, v);
+            }
+        }
+    }
+    out
 }
 
 /// Capacity already in use on an existing node or in-flight claim.
@@ -809,6 +831,22 @@ pub fn solve(input: &SchedulingInput) -> Plan {
 
     let mut claims: Vec<OpenClaim> = Vec::new();
     let mut charged: Vec<Resources> = vec![Resources::new(); pools.len()];
+    // The smallest request of any pending pod: claims without room for it are full for good,
+    // and the scan over claims starts after the leading full ones.
+    let mut smallest: Option<Resources> = None;
+    for &i in &pending {
+        let r = &infos[i].requests;
+        smallest = Some(match smallest {
+            None => r.clone(),
+            Some(acc) => acc
+                .iter()
+                .chain(r.iter())
+                .map(|(k, _)| (k.to_owned(), acc.get(k).min(r.get(k))))
+                .collect(),
+        });
+    }
+    let smallest = smallest.unwrap_or_default();
+    let mut open_from = 0usize;
     let cx = Cx {
         input,
         pools: &pools,
@@ -836,7 +874,11 @@ pub fn solve(input: &SchedulingInput) -> Plan {
                     bin_cursor = bi;
                 }
                 // 2. New claims opened in this solve.
-                let mut ci = if class.topology { 0 } else { claim_cursor };
+                let mut ci = if class.topology {
+                    open_from
+                } else {
+                    claim_cursor.max(open_from)
+                };
                 while ci < claims.len() {
                     if try_add(
                         &cx,
@@ -878,6 +920,7 @@ pub fn solve(input: &SchedulingInput) -> Plan {
                         requests: Resources::new(),
                         host_ports: Vec::new(),
                         charge: Resources::new(),
+                        max_room: max_room(pool, &(0..pool.types.len()).collect::<Vec<_>>()),
                     };
                     if try_add(
                         &cx,
@@ -919,6 +962,9 @@ pub fn solve(input: &SchedulingInput) -> Plan {
                 }
                 Some(Target::Claim(ci)) => {
                     stats.placed_on_new += 1;
+                    while open_from < claims.len() && claim_full(&claims[open_from], &smallest) {
+                        open_from += 1;
+                    }
                     if track {
                         let merged = claim_requirements(&pools, &claims[ci]);
                         topo.record(p, &input.namespaces, &|k| claim_domain(&merged, ci, k));
@@ -1155,9 +1201,33 @@ fn try_add(
     }
     let mut requests = claim.requests.clone();
     add(&mut requests, &info.requests);
+    // Quick refusals before narrowing options: no option has room, or a constraint on a
+    // domain the claim already has fails.
+    if !fits(&requests, &claim.max_room) {
+        return false;
+    }
+    let owned_keys = topo.keys_for(p, &view.constraints);
+    if !owned_keys.is_empty() && !claim.pods.is_empty() {
+        let known = |k: &str| {
+            if k == labels::HOSTNAME {
+                Some(format!("new:{index}"))
+            } else {
+                claim
+                    .reqs
+                    .get(k)
+                    .and_then(ValueSet::single)
+                    .or_else(|| pool.template.get(k).and_then(ValueSet::single))
+                    .map(str::to_owned)
+            }
+        };
+        if owned_keys.iter().all(|k| known(k).is_some())
+            && !constraints_allow(p, view, universes, topo, &known)
+        {
+            return false;
+        }
+    }
     let remaining = remaining_for(pool, &charged[claim.pool], &claim.charge);
     // Keys whose domain must be pinned (hostname is the claim itself).
-    let owned_keys = topo.keys_for(p, &view.constraints);
     let keys: Vec<&str> = owned_keys
         .iter()
         .map(String::as_str)
@@ -1198,6 +1268,7 @@ fn try_add(
         add(total, &charge);
         claim.charge = charge;
         claim.reqs = reqs;
+        claim.max_room = max_room(pool, &options);
         claim.options = options;
         claim.requests = requests;
         claim.pods.push(pi);

@@ -1,0 +1,194 @@
+//! Benchmark workloads, generated from their description in `../shared/design/BENCHMARKS.md`.
+
+use std::time::SystemTime;
+
+use berth_scheduler_core::labels;
+use berth_scheduler_core::model::*;
+use berth_scheduler_core::solver::{NodePoolInput, SchedulingInput};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const GI: i64 = 1 << 30;
+const MI: i64 = 1 << 20;
+
+/// Karpenter's benchmark instance types: type i has i+1 vCPU, 2(i+1) GiB, 10(i+1) pods, amd64
+/// linux; spot in zone-1 and zone-2, on-demand in zone-1..3; price 0.1·vCPU + 0.1·GB. No
+/// overhead (Karpenter's fake types carry none worth modelling here).
+fn karpenter_types() -> Vec<InstanceType> {
+    (0..400)
+        .map(|i| {
+            let n = i64::from(i) + 1;
+            let memory = 2 * n * GI;
+            let price = 0.1 * n as f64 + 0.1 * (memory as f64 / 1e9);
+            let mut offerings = Vec::new();
+            for zone in ["zone-1", "zone-2"] {
+                offerings.push(Offering {
+                    zone: zone.into(),
+                    capacity_type: CapacityType::Spot,
+                    price,
+                    available: true,
+                });
+            }
+            for zone in ["zone-1", "zone-2", "zone-3"] {
+                offerings.push(Offering {
+                    zone: zone.into(),
+                    capacity_type: CapacityType::OnDemand,
+                    price,
+                    available: true,
+                });
+            }
+            InstanceType {
+                name: format!("fake-it-{i}"),
+                requirements: vec![
+                    Requirement::new(labels::ARCH, Operator::In, &["amd64"]),
+                    Requirement::new(labels::OS, Operator::In, &["linux"]),
+                ],
+                capacity: Resources::new()
+                    .with(resource::CPU, n * 1000)
+                    .with(resource::MEMORY, memory * 1000)
+                    .with(resource::PODS, 10 * n * 1000),
+                overhead: Overhead::default(),
+                offerings,
+            }
+        })
+        .collect()
+}
+
+fn node_pool() -> NodePool {
+    NodePool {
+        name: "default".into(),
+        weight: 0,
+        labels: Labels::new(),
+        annotations: Labels::new(),
+        requirements: vec![],
+        taints: vec![],
+        startup_taints: vec![],
+        node_class_ref: NodeClassRef {
+            group: "karpenter.k8s.aws".into(),
+            kind: "EC2NodeClass".into(),
+            name: "default".into(),
+        },
+        limits: Resources::new(),
+        expire_after: None,
+        termination_grace_period: None,
+        disruption: Disruption {
+            consolidation_policy: ConsolidationPolicy::WhenEmptyOrUnderutilized,
+            consolidate_after: None,
+            budgets: vec![],
+        },
+        ready: true,
+        not_ready_reason: String::new(),
+    }
+}
+
+fn value(rng: &mut StdRng) -> String {
+    ((b'a' + rng.random_range(0..7u8)) as char).to_string()
+}
+
+fn requests(rng: &mut StdRng) -> Resources {
+    const CPU: [i64; 5] = [100, 250, 500, 1000, 1500];
+    const MEM_MI: [i64; 6] = [100, 256, 512, 1024, 2048, 4096];
+    Resources::new()
+        .with(resource::CPU, CPU[rng.random_range(0..5)])
+        .with(resource::MEMORY, MEM_MI[rng.random_range(0..6)] * MI * 1000)
+}
+
+fn selector(key: &str, value: String) -> LabelSelector {
+    LabelSelector {
+        match_labels: [(key.to_owned(), value)].into(),
+        match_expressions: vec![],
+    }
+}
+
+fn spread(key: &str, sel: LabelSelector) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: key.into(),
+        when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+        label_selector: Some(sel),
+        min_domains: None,
+        match_label_keys: vec![],
+        node_affinity_policy: NodeInclusionPolicy::Honor,
+        node_taints_policy: NodeInclusionPolicy::Ignore,
+    }
+}
+
+fn karpenter_pods(n: usize, seed: u64, generic_only: bool) -> Vec<Pod> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let part = n / 5;
+    (0..n)
+        .map(|i| {
+            let mut p = Pod::new("default", &format!("pod-{i:06}"));
+            p.unschedulable = true;
+            p.containers = vec![requests(&mut rng)];
+            let kind = if generic_only || i >= 5 * part {
+                0
+            } else {
+                i / part
+            };
+            match kind {
+                1 | 2 => {
+                    p.labels.insert("my-label".into(), value(&mut rng));
+                    let key = if kind == 1 {
+                        labels::TOPOLOGY_ZONE
+                    } else {
+                        labels::HOSTNAME
+                    };
+                    p.topology_spread = vec![spread(key, selector("my-label", value(&mut rng)))];
+                }
+                3 => {
+                    let v = value(&mut rng);
+                    p.labels.insert("my-affininity".into(), v.clone());
+                    p.pod_affinity = Some(PodAffinity {
+                        required: vec![PodAffinityTerm {
+                            label_selector: Some(selector("my-affininity", v)),
+                            topology_key: labels::TOPOLOGY_ZONE.into(),
+                            ..Default::default()
+                        }],
+                        preferred: vec![],
+                    });
+                }
+                4 => {
+                    p.labels.insert("app".into(), "nginx".into());
+                    p.pod_anti_affinity = Some(PodAffinity {
+                        required: vec![PodAffinityTerm {
+                            label_selector: Some(selector("app", "nginx".into())),
+                            topology_key: labels::HOSTNAME.into(),
+                            ..Default::default()
+                        }],
+                        preferred: vec![],
+                    });
+                }
+                _ => {
+                    p.labels.insert("my-label".into(), value(&mut rng));
+                }
+            }
+            p
+        })
+        .collect()
+}
+
+fn input(pods: Vec<Pod>) -> SchedulingInput {
+    SchedulingInput {
+        now: SystemTime::UNIX_EPOCH,
+        node_pools: vec![NodePoolInput {
+            node_pool: node_pool(),
+            instance_types: karpenter_types(),
+        }],
+        nodes: vec![],
+        node_claims: vec![],
+        daemon_sets: vec![],
+        pods,
+        pod_disruption_budgets: vec![],
+        namespaces: vec![],
+    }
+}
+
+pub fn karpenter_mix(n: usize, seed: u64) -> SchedulingInput {
+    input(karpenter_pods(n, seed, false))
+}
+
+/// The same pods' requests with every pod generic, for the cost ratio target.
+pub fn karpenter_mix_generic_only(n: usize, seed: u64) -> SchedulingInput {
+    input(karpenter_pods(n, seed, true))
+}
