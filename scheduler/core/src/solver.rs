@@ -206,6 +206,8 @@ struct Bin {
     node: Option<usize>,
     /// The labels topology domains are read from (hostname included).
     domains: Labels,
+    /// Allocatable (for a claim whose type is unknown, the smallest compatible type's).
+    capacity: Resources,
     labels_reqs: Requirements,
     taints: Vec<Taint>,
     free: Resources,
@@ -446,6 +448,7 @@ fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize
             }
         }
         let mut free = n.node.allocatable.clone();
+        let capacity = free.clone();
         pod::sub(&mut free, &used);
         let mut domains = n.node.labels.clone();
         domains
@@ -455,6 +458,7 @@ fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize
             target: NominationTarget::Node(n.node.name.clone()),
             node: Some(node_index),
             domains,
+            capacity,
             labels_reqs: Requirements::from_labels(&n.node.labels),
             taints: n.node.taints.clone(),
             free,
@@ -480,6 +484,7 @@ fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize
             continue;
         }
         let mut free = in_flight_allocatable(claim, types_of(&claim.node_pool));
+        let capacity = free.clone();
         pod::sub(&mut free, &claim.requests);
         for key in &c.pods {
             nominated.insert(key.clone(), bins.len());
@@ -497,6 +502,7 @@ fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize
             target: NominationTarget::NodeClaim(claim.name.clone()),
             node: None,
             domains,
+            capacity,
             labels_reqs: reqs,
             taints: claim.taints.clone(),
             free,
@@ -678,10 +684,10 @@ fn input_spread(p: &Pod, c: &Constraint, key: &str) -> (bool, bool) {
 pub fn solve(input: &SchedulingInput) -> Plan {
     let started = Instant::now();
     let pools = prepare_pools(input);
-    let (mut bins, nominated) = prepare_bins(input);
+    let (bins, nominated) = prepare_bins(input);
 
     let mut placements = Vec::new();
-    let mut unschedulable = Vec::new();
+    let unschedulable = Vec::new();
     let mut stats = SolveStats::default();
 
     // Pods already nominated to an in-flight claim stay there (its requests include them).
@@ -829,8 +835,6 @@ pub fn solve(input: &SchedulingInput) -> Plan {
         }
     }
 
-    let mut claims: Vec<OpenClaim> = Vec::new();
-    let mut charged: Vec<Resources> = vec![Resources::new(); pools.len()];
     // The smallest request of any pending pod: claims without room for it are full for good,
     // and the scan over claims starts after the leading full ones.
     let mut smallest: Option<Resources> = None;
@@ -845,153 +849,44 @@ pub fn solve(input: &SchedulingInput) -> Plan {
                 .collect(),
         });
     }
-    let smallest = smallest.unwrap_or_default();
-    let mut open_from = 0usize;
     let cx = Cx {
         input,
         pools: &pools,
+        infos: &infos,
+        smallest: smallest.unwrap_or_default(),
+        track,
+    };
+    let mut st = State {
+        bins,
+        claims: Vec::new(),
+        charged: vec![Resources::new(); pools.len()],
+        topo,
+        placements,
+        unschedulable,
+        stats,
+        open_from: 0,
     };
 
-    for class in &classes {
-        let mut bin_cursor = 0;
-        let mut claim_cursor = 0;
-        for &pi in &class.pods {
-            let p = &input.pods[pi];
-            let info = &infos[pi];
-            let mut outcome = None;
-            'views: for (vi, view) in class.views.iter().enumerate() {
-                let universes = &class.universes[vi];
-                // 1. Existing nodes, then in-flight claims.
-                let mut bi = if class.topology { 0 } else { bin_cursor };
-                while bi < bins.len() {
-                    if bin_accepts(&bins[bi], p, info, view, universes, &topo) {
-                        outcome = Some(Target::Bin(bi));
-                        break 'views;
-                    }
-                    bi += 1;
-                }
-                if !class.topology && vi == 0 {
-                    bin_cursor = bi;
-                }
-                // 2. New claims opened in this solve.
-                let mut ci = if class.topology {
-                    open_from
-                } else {
-                    claim_cursor.max(open_from)
-                };
-                while ci < claims.len() {
-                    if try_add(
-                        &cx,
-                        &mut claims[ci],
-                        ci,
-                        &mut charged,
-                        p,
-                        pi,
-                        info,
-                        view,
-                        universes,
-                        &topo,
-                    ) {
-                        outcome = Some(Target::Claim(ci));
-                        break 'views;
-                    }
-                    ci += 1;
-                }
-                if !class.topology && vi == 0 {
-                    claim_cursor = ci;
-                }
-                // 3. A new claim, NodePools by weight.
-                for (pool_idx, pool) in pools.iter().enumerate() {
-                    if pool.types.is_empty() {
-                        continue;
-                    }
-                    let np = &input.node_pools[pool.input].node_pool;
-                    if untolerated(&p.tolerations, &np.taints).is_some()
-                        || (!view.tolerate_prefer_no_schedule
-                            && pod::preferred_taint_penalty(&p.tolerations, &np.taints) > 0)
-                    {
-                        continue;
-                    }
-                    let mut claim = OpenClaim {
-                        pool: pool_idx,
-                        reqs: Requirements::new(),
-                        options: (0..pool.types.len()).collect(),
-                        pods: Vec::new(),
-                        requests: Resources::new(),
-                        host_ports: Vec::new(),
-                        charge: Resources::new(),
-                        max_room: max_room(pool, &(0..pool.types.len()).collect::<Vec<_>>()),
-                    };
-                    if try_add(
-                        &cx,
-                        &mut claim,
-                        claims.len(),
-                        &mut charged,
-                        p,
-                        pi,
-                        info,
-                        view,
-                        universes,
-                        &topo,
-                    ) {
-                        claims.push(claim);
-                        outcome = Some(Target::Claim(claims.len() - 1));
-                        break 'views;
-                    }
-                }
-            }
-            match outcome {
-                Some(Target::Bin(bi)) => {
-                    let b = &mut bins[bi];
-                    pod::sub(&mut b.free, &info.requests);
-                    b.host_ports.extend(p.host_ports.iter().cloned());
-                    match b.target {
-                        NominationTarget::Node(_) => stats.placed_on_nodes += 1,
-                        NominationTarget::NodeClaim(_) => stats.placed_on_in_flight += 1,
-                    }
-                    placements.push(Placement {
-                        pod: p.key.clone(),
-                        target: b.target.clone(),
-                    });
-                    if track {
-                        topo.record(p, &input.namespaces, &|k| b.domains.get(k).cloned());
-                    }
-                    if !class.topology {
-                        bin_cursor = bi;
-                    }
-                }
-                Some(Target::Claim(ci)) => {
-                    stats.placed_on_new += 1;
-                    while open_from < claims.len() && claim_full(&claims[open_from], &smallest) {
-                        open_from += 1;
-                    }
-                    if track {
-                        let merged = claim_requirements(&pools, &claims[ci]);
-                        topo.record(p, &input.namespaces, &|k| claim_domain(&merged, ci, k));
-                    }
-                    if !class.topology {
-                        bin_cursor = bins.len();
-                        claim_cursor = ci;
-                    }
-                }
-                None => {
-                    let last = &class.views[class.views.len() - 1];
-                    let mut keys: Vec<String> = last
-                        .constraints
-                        .iter()
-                        .map(|c| topo.groups[c.group()].key.topology_key.clone())
-                        .collect();
-                    keys.sort();
-                    keys.dedup();
-                    let reason = explain(input, &pools, &charged, p, info, &keys);
-                    unschedulable.push(crate::sync::Unschedulable {
-                        pod: p.key.clone(),
-                        reason,
-                    });
-                }
-            }
+    // 1. Pods whose placement depends on where others go (topology), one at a time.
+    for class in classes.iter().filter(|c| c.topology) {
+        st.place_one_by_one(&cx, class, &class.pods);
+    }
+    // 2. The rest, filling each node in turn with the pods that suit what is left of it.
+    let generic: Vec<&Class> = classes.iter().filter(|c| !c.topology).collect();
+    let leftovers = st.fill_generic(&cx, &generic);
+    // 3. What could not be placed with every preference kept: one at a time, relaxing.
+    for (class, pods) in generic.iter().zip(leftovers) {
+        if !pods.is_empty() {
+            st.place_one_by_one(&cx, class, &pods);
         }
     }
+    let State {
+        claims,
+        mut placements,
+        mut unschedulable,
+        mut stats,
+        ..
+    } = st;
 
     let new_node_claims: Vec<NewNodeClaim> = claims
         .iter()
@@ -1011,6 +906,313 @@ pub fn solve(input: &SchedulingInput) -> Plan {
     }
 }
 
+/// The mutable side of a solve.
+struct State {
+    bins: Vec<Bin>,
+    claims: Vec<OpenClaim>,
+    charged: Vec<Resources>,
+    topo: Topology,
+    placements: Vec<Placement>,
+    unschedulable: Vec<crate::sync::Unschedulable>,
+    stats: SolveStats,
+    /// Claims before this index have no room for any pending pod.
+    open_from: usize,
+}
+
+impl State {
+    fn new_claim(pool_idx: usize, pool: &PreparedPool) -> OpenClaim {
+        let options: Vec<usize> = (0..pool.types.len()).collect();
+        OpenClaim {
+            pool: pool_idx,
+            reqs: Requirements::new(),
+            max_room: max_room(pool, &options),
+            options,
+            pods: Vec::new(),
+            requests: Resources::new(),
+            host_ports: Vec::new(),
+            charge: Resources::new(),
+        }
+    }
+
+    /// Tries one existing target.
+    fn try_target(
+        &mut self,
+        cx: &Cx<'_>,
+        target: &Target,
+        pi: usize,
+        view: &View,
+        universes: &[BTreeSet<String>],
+    ) -> bool {
+        let p = &cx.input.pods[pi];
+        let info = &cx.infos[pi];
+        match *target {
+            Target::Bin(bi) => bin_accepts(&self.bins[bi], p, info, view, universes, &self.topo),
+            Target::Claim(ci) => try_add(
+                cx,
+                &mut self.claims[ci],
+                ci,
+                &mut self.charged,
+                p,
+                pi,
+                info,
+                view,
+                universes,
+                &self.topo,
+            ),
+        }
+    }
+
+    /// Opens a new claim for the pod in the first NodePool (by weight) that can host it.
+    fn open_claim(
+        &mut self,
+        cx: &Cx<'_>,
+        pi: usize,
+        view: &View,
+        universes: &[BTreeSet<String>],
+    ) -> Option<usize> {
+        let p = &cx.input.pods[pi];
+        for (pool_idx, pool) in cx.pools.iter().enumerate() {
+            if pool.types.is_empty() {
+                continue;
+            }
+            let np = &cx.input.node_pools[pool.input].node_pool;
+            if untolerated(&p.tolerations, &np.taints).is_some()
+                || (!view.tolerate_prefer_no_schedule
+                    && pod::preferred_taint_penalty(&p.tolerations, &np.taints) > 0)
+            {
+                continue;
+            }
+            let mut claim = Self::new_claim(pool_idx, pool);
+            let index = self.claims.len();
+            if try_add(
+                cx,
+                &mut claim,
+                index,
+                &mut self.charged,
+                p,
+                pi,
+                &cx.infos[pi],
+                view,
+                universes,
+                &self.topo,
+            ) {
+                self.claims.push(claim);
+                return Some(index);
+            }
+        }
+        None
+    }
+
+    /// Books pod `pi` on a target that accepted it (claims already hold it).
+    fn commit(&mut self, cx: &Cx<'_>, pi: usize, target: &Target) {
+        let p = &cx.input.pods[pi];
+        match *target {
+            Target::Bin(bi) => {
+                let b = &mut self.bins[bi];
+                pod::sub(&mut b.free, &cx.infos[pi].requests);
+                b.host_ports.extend(p.host_ports.iter().cloned());
+                match b.target {
+                    NominationTarget::Node(_) => self.stats.placed_on_nodes += 1,
+                    NominationTarget::NodeClaim(_) => self.stats.placed_on_in_flight += 1,
+                }
+                self.placements.push(Placement {
+                    pod: p.key.clone(),
+                    target: b.target.clone(),
+                });
+                if cx.track {
+                    let b = &self.bins[bi];
+                    self.topo
+                        .record(p, &cx.input.namespaces, &|k| b.domains.get(k).cloned());
+                }
+            }
+            Target::Claim(ci) => {
+                self.stats.placed_on_new += 1;
+                while self.open_from < self.claims.len()
+                    && claim_full(&self.claims[self.open_from], &cx.smallest)
+                {
+                    self.open_from += 1;
+                }
+                if cx.track {
+                    let merged = claim_requirements(cx.pools, &self.claims[ci]);
+                    self.topo
+                        .record(p, &cx.input.namespaces, &|k| claim_domain(&merged, ci, k));
+                }
+            }
+        }
+    }
+
+    fn refuse(&mut self, cx: &Cx<'_>, class: &Class, pi: usize) {
+        let p = &cx.input.pods[pi];
+        let last = &class.views[class.views.len() - 1];
+        let mut keys: Vec<String> = last
+            .constraints
+            .iter()
+            .map(|c| self.topo.groups[c.group()].key.topology_key.clone())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let reason = explain(cx.input, cx.pools, &self.charged, p, &cx.infos[pi], &keys);
+        self.unschedulable.push(crate::sync::Unschedulable {
+            pod: p.key.clone(),
+            reason,
+        });
+    }
+
+    /// Karpenter's way: each pod to the first node, in-flight claim or new claim that takes it,
+    /// relaxing its preferences only when nothing does.
+    fn place_one_by_one(&mut self, cx: &Cx<'_>, class: &Class, pods: &[usize]) {
+        let mut bin_cursor = 0;
+        let mut claim_cursor = 0;
+        for &pi in pods {
+            let mut outcome = None;
+            'views: for (vi, view) in class.views.iter().enumerate() {
+                let universes = &class.universes[vi];
+                let mut bi = if class.topology { 0 } else { bin_cursor };
+                while bi < self.bins.len() {
+                    if self.try_target(cx, &Target::Bin(bi), pi, view, universes) {
+                        outcome = Some(Target::Bin(bi));
+                        break 'views;
+                    }
+                    bi += 1;
+                }
+                if !class.topology && vi == 0 {
+                    bin_cursor = bi;
+                }
+                let mut ci = if class.topology {
+                    self.open_from
+                } else {
+                    claim_cursor.max(self.open_from)
+                };
+                while ci < self.claims.len() {
+                    if self.try_target(cx, &Target::Claim(ci), pi, view, universes) {
+                        outcome = Some(Target::Claim(ci));
+                        break 'views;
+                    }
+                    ci += 1;
+                }
+                if !class.topology && vi == 0 {
+                    claim_cursor = ci;
+                }
+                if let Some(ci) = self.open_claim(cx, pi, view, universes) {
+                    outcome = Some(Target::Claim(ci));
+                    break 'views;
+                }
+            }
+            match outcome {
+                Some(target) => {
+                    self.commit(cx, pi, &target);
+                    if !class.topology {
+                        match target {
+                            Target::Bin(bi) => bin_cursor = bi,
+                            Target::Claim(ci) => {
+                                bin_cursor = self.bins.len();
+                                claim_cursor = ci;
+                            }
+                        }
+                    }
+                }
+                None => self.refuse(cx, class, pi),
+            }
+        }
+    }
+
+    /// Fills targets one at a time with the pods of `classes` (no topology, strictest view),
+    /// each time picking the class whose requests best match the target's remaining room
+    /// (the dot-product heuristic of vector bin packing), so nodes come out balanced between
+    /// CPU and memory. Returns, per class, the pods left for [`Self::place_one_by_one`].
+    fn fill_generic(&mut self, cx: &Cx<'_>, classes: &[&Class]) -> Vec<Vec<usize>> {
+        let mut next = vec![0usize; classes.len()];
+        for bi in 0..self.bins.len() {
+            if self.bins[bi].usable {
+                self.fill_target(cx, classes, &mut next, &Target::Bin(bi));
+            }
+        }
+        for ci in self.open_from..self.claims.len() {
+            self.fill_target(cx, classes, &mut next, &Target::Claim(ci));
+        }
+        let mut exhausted = vec![false; classes.len()];
+        while let Some(k) =
+            (0..classes.len()).find(|&k| !exhausted[k] && next[k] < classes[k].pods.len())
+        {
+            let pi = classes[k].pods[next[k]];
+            match self.open_claim(cx, pi, &classes[k].views[0], &classes[k].universes[0]) {
+                Some(ci) => {
+                    next[k] += 1;
+                    self.commit(cx, pi, &Target::Claim(ci));
+                    self.fill_target(cx, classes, &mut next, &Target::Claim(ci));
+                }
+                None => exhausted[k] = true,
+            }
+        }
+        classes
+            .iter()
+            .zip(next)
+            .map(|(c, n)| c.pods[n..].to_vec())
+            .collect()
+    }
+
+    fn fill_target(
+        &mut self,
+        cx: &Cx<'_>,
+        classes: &[&Class],
+        next: &mut [usize],
+        target: &Target,
+    ) {
+        let mut refused = vec![false; classes.len()];
+        loop {
+            let (capacity, room) = match *target {
+                Target::Bin(bi) => (self.bins[bi].capacity.clone(), self.bins[bi].free.clone()),
+                Target::Claim(ci) => {
+                    let c = &self.claims[ci];
+                    let mut room = c.max_room.clone();
+                    pod::sub(&mut room, &c.requests);
+                    (c.max_room.clone(), room)
+                }
+            };
+            let mut best: Option<(f64, usize)> = None;
+            for k in 0..classes.len() {
+                if refused[k] || next[k] >= classes[k].pods.len() {
+                    continue;
+                }
+                let requests = &cx.infos[classes[k].pods[next[k]]].requests;
+                if !fits(requests, &room) {
+                    continue;
+                }
+                let score = alignment(requests, &room, &capacity);
+                if best.is_none_or(|(s, _)| score > s) {
+                    best = Some((score, k));
+                }
+            }
+            let Some((_, k)) = best else { break };
+            let pi = classes[k].pods[next[k]];
+            if self.try_target(
+                cx,
+                target,
+                pi,
+                &classes[k].views[0],
+                &classes[k].universes[0],
+            ) {
+                next[k] += 1;
+                self.commit(cx, pi, target);
+            } else {
+                refused[k] = true;
+            }
+        }
+    }
+}
+
+/// How well requests point the way the remaining room does, both relative to capacity
+/// (CPU and memory, the dimensions that decide the instance type).
+fn alignment(requests: &Resources, room: &Resources, capacity: &Resources) -> f64 {
+    [resource::CPU, resource::MEMORY]
+        .iter()
+        .map(|r| {
+            let cap = capacity.get(r).max(1) as f64;
+            (requests.get(r) as f64 / cap) * (room.get(r) as f64 / cap)
+        })
+        .sum()
+}
+
 enum Target {
     Bin(usize),
     Claim(usize),
@@ -1020,6 +1222,11 @@ enum Target {
 struct Cx<'a> {
     input: &'a SchedulingInput,
     pools: &'a [PreparedPool],
+    infos: &'a [PodInfo],
+    /// The smallest request of any pending pod.
+    smallest: Resources,
+    /// Whether placements must be recorded for topology.
+    track: bool,
 }
 
 /// A claim's requirements with its pool's template.
@@ -1208,9 +1415,10 @@ fn try_add(
     }
     let owned_keys = topo.keys_for(p, &view.constraints);
     if !owned_keys.is_empty() && !claim.pods.is_empty() {
+        let host = format!("new:{index}");
         let known = |k: &str| {
             if k == labels::HOSTNAME {
-                Some(format!("new:{index}"))
+                Some(host.clone())
             } else {
                 claim
                     .reqs

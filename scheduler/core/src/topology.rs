@@ -157,7 +157,8 @@ pub type SpreadOwner = (i64, Option<i32>, BTreeSet<String>);
 pub struct Topology {
     pub groups: Vec<Group>,
     index: BTreeMap<GroupKey, usize>,
-    pub anti: Vec<AntiRecord>,
+    /// Anti-affinity records by topology key, then domain.
+    pub anti: BTreeMap<String, BTreeMap<String, Vec<AntiRecord>>>,
     /// Per group, the required spread constraints of pending pods that count it:
     /// (maxSkew, minDomains, the owner's domains). A pod matching the group may not push a
     /// domain past them either, so that the final state honours every spread whatever order
@@ -316,12 +317,18 @@ impl Topology {
                 ) else {
                     continue;
                 };
-                self.anti.push(AntiRecord {
+                let record = AntiRecord {
                     topology_key: term.topology_key.clone(),
-                    domain,
+                    domain: domain.clone(),
                     namespaces: term_namespaces(p, term, namespaces),
                     selector,
-                });
+                };
+                self.anti
+                    .entry(term.topology_key.clone())
+                    .or_default()
+                    .entry(domain)
+                    .or_default()
+                    .push(record);
             }
         }
     }
@@ -409,10 +416,15 @@ impl Topology {
 
     /// Whether running pods' anti-affinity forbids `p` in a node with these domains.
     pub fn anti_forbids(&self, p: &Pod, domain_of: &dyn Fn(&str) -> Option<String>) -> bool {
-        self.anti.iter().any(|r| {
-            domain_of(&r.topology_key).is_some_and(|d| d == r.domain)
-                && r.namespaces.contains(&p.key.namespace)
-                && selector_matches(&r.selector, &p.labels)
+        self.anti.iter().any(|(key, by_domain)| {
+            domain_of(key)
+                .and_then(|d| by_domain.get(&d))
+                .is_some_and(|records| {
+                    records.iter().any(|r| {
+                        r.namespaces.contains(&p.key.namespace)
+                            && selector_matches(&r.selector, &p.labels)
+                    })
+                })
         })
     }
 }
