@@ -29,8 +29,27 @@ pub mod resource {
 
 /// Amounts of resources in milli-units (see [`crate::quantity`]), keyed by resource name.
 /// Absent means zero.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Resources(BTreeMap<String, i64>);
+///
+/// NB: cpu, ephemeral-storage, memory and pods live in a fixed array so that the solver's hot
+/// path (clone, add, compare) allocates nothing for them; other resources go to a map that is
+/// usually empty.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    core: [i64; 4],
+    extended: BTreeMap<String, i64>,
+}
+
+/// The resources held inline, in name order.
+const CORE: [&str; 4] = [
+    resource::CPU,
+    resource::EPHEMERAL_STORAGE,
+    resource::MEMORY,
+    resource::PODS,
+];
+
+fn core_index(name: &str) -> Option<usize> {
+    CORE.iter().position(|c| *c == name)
+}
 
 impl Resources {
     pub fn new() -> Self {
@@ -45,24 +64,83 @@ impl Resources {
     }
 
     pub fn get(&self, name: &str) -> i64 {
-        self.0.get(name).copied().unwrap_or(0)
+        match core_index(name) {
+            Some(i) => self.core[i],
+            None => self.extended.get(name).copied().unwrap_or(0),
+        }
     }
 
     /// Sets `name`; setting zero removes the entry, so equal amounts compare equal.
     pub fn set(&mut self, name: &str, milli: i64) {
-        if milli == 0 {
-            self.0.remove(name);
-        } else {
-            self.0.insert(name.to_owned(), milli);
+        match core_index(name) {
+            Some(i) => self.core[i] = milli,
+            None if milli == 0 => {
+                self.extended.remove(name);
+            }
+            None => {
+                self.extended.insert(name.to_owned(), milli);
+            }
         }
     }
 
+    /// Non-zero amounts: the core resources first, then the others by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+        CORE.iter()
+            .zip(self.core)
+            .filter(|(_, v)| *v != 0)
+            .map(|(k, v)| (*k, v))
+            .chain(self.extended.iter().map(|(k, v)| (k.as_str(), *v)))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.core.iter().all(|v| *v == 0) && self.extended.is_empty()
+    }
+
+    /// `self += other`, per resource.
+    pub fn add(&mut self, other: &Resources) {
+        for i in 0..CORE.len() {
+            self.core[i] += other.core[i];
+        }
+        for (k, v) in &other.extended {
+            let sum = self.get(k) + v;
+            self.set(k, sum);
+        }
+    }
+
+    /// `self -= other`, per resource (may go negative).
+    pub fn sub(&mut self, other: &Resources) {
+        for i in 0..CORE.len() {
+            self.core[i] -= other.core[i];
+        }
+        for (k, v) in &other.extended {
+            let diff = self.get(k) - v;
+            self.set(k, diff);
+        }
+    }
+
+    /// Whether every amount of `self` is at most `available`'s.
+    pub fn fits_in(&self, available: &Resources) -> bool {
+        (0..CORE.len()).all(|i| self.core[i] <= available.core[i])
+            && self.extended.iter().all(|(k, v)| *v <= available.get(k))
+    }
+
+    /// Whether `self + extra` fits in `available`, without building the sum.
+    pub fn fits_with(&self, extra: &Resources, available: &Resources) -> bool {
+        (0..CORE.len()).all(|i| self.core[i] + extra.core[i] <= available.core[i])
+            && self
+                .extended
+                .iter()
+                .all(|(k, v)| v + extra.get(k) <= available.get(k))
+            && extra
+                .extended
+                .iter()
+                .all(|(k, v)| v + self.get(k) <= available.get(k))
+    }
+}
+
+impl std::fmt::Debug for Resources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
     }
 }
 

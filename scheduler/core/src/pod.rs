@@ -38,16 +38,12 @@ pub fn effective_requests(pod: &Pod) -> Resources {
 
 /// `into += other`, per resource.
 pub fn add(into: &mut Resources, other: &Resources) {
-    for (name, v) in other.iter() {
-        into.set(name, into.get(name) + v);
-    }
+    into.add(other);
 }
 
 /// `into -= other`, per resource (may go negative).
 pub fn sub(into: &mut Resources, other: &Resources) {
-    for (name, v) in other.iter() {
-        into.set(name, into.get(name) - v);
-    }
+    into.sub(other);
 }
 
 fn max_into(into: &mut Resources, other: &Resources) {
@@ -60,7 +56,7 @@ fn max_into(into: &mut Resources, other: &Resources) {
 
 /// Whether `requests` fit in `available`: for every requested resource, enough is left.
 pub fn fits(requests: &Resources, available: &Resources) -> bool {
-    requests.iter().all(|(name, v)| v <= available.get(name))
+    requests.fits_in(available)
 }
 
 /// The first resource that does not fit, with the amounts.

@@ -523,6 +523,9 @@ struct View {
     alternatives: Vec<Requirements>,
     constraints: Vec<Constraint>,
     tolerate_prefer_no_schedule: bool,
+    /// Topology keys whose domain must be known on a node this pod joins (filled in once
+    /// every class's constraints are registered).
+    pin_keys: Vec<String>,
 }
 
 /// What all pods of a class share.
@@ -579,28 +582,33 @@ fn views_for(
         alternatives: with_terms(preferred_terms.len()),
         constraints: with_preferred_affinity,
         tolerate_prefer_no_schedule: false,
+        pin_keys: vec![],
     }];
     views.push(View {
         alternatives: with_terms(preferred_terms.len()),
         constraints: all_spread.clone(),
         tolerate_prefer_no_schedule: false,
+        pin_keys: vec![],
     });
     for n in (0..preferred_terms.len()).rev() {
         views.push(View {
             alternatives: with_terms(n),
             constraints: all_spread.clone(),
             tolerate_prefer_no_schedule: false,
+            pin_keys: vec![],
         });
     }
     views.push(View {
         alternatives: base.to_vec(),
         constraints: required.clone(),
         tolerate_prefer_no_schedule: false,
+        pin_keys: vec![],
     });
     views.push(View {
         alternatives: base.to_vec(),
         constraints: required,
         tolerate_prefer_no_schedule: true,
+        pin_keys: vec![],
     });
     views.dedup();
     views
@@ -795,6 +803,9 @@ pub fn solve(input: &SchedulingInput) -> Plan {
     }
     for class in &mut classes {
         let p = &input.pods[class.pods[0]];
+        for view in &mut class.views {
+            view.pin_keys = topo.keys_for(p, &view.constraints);
+        }
         class.topology |= topo
             .spread_owners
             .keys()
@@ -1309,6 +1320,26 @@ fn bin_accepts(
         && constraints_allow(p, view, universes, topo, &|k| b.domains.get(k).cloned())
 }
 
+/// Whether `t` has room for `requests` and fits in the limits left.
+fn room_and_limits_ok(
+    t: &PoolType,
+    requests: &Resources,
+    remaining: Option<&Resources>,
+    limits: &Resources,
+) -> bool {
+    fits(requests, &t.room)
+        && remaining.is_none_or(|rem| {
+            limits.iter().all(|(name, _)| {
+                let need = if name == resource::NODES {
+                    1000
+                } else {
+                    t.capacity.get(name)
+                };
+                need <= rem.get(name)
+            })
+        })
+}
+
 /// Whether the pool type `t` can host a claim with requirements `reqs` and `requests`, within
 /// the limits left (`remaining`).
 fn type_ok(
@@ -1406,14 +1437,14 @@ fn try_add(
     {
         return false;
     }
-    let mut requests = claim.requests.clone();
-    add(&mut requests, &info.requests);
     // Quick refusals before narrowing options: no option has room, or a constraint on a
     // domain the claim already has fails.
-    if !fits(&requests, &claim.max_room) {
+    if !claim.requests.fits_with(&info.requests, &claim.max_room) {
         return false;
     }
-    let owned_keys = topo.keys_for(p, &view.constraints);
+    let mut requests = claim.requests.clone();
+    add(&mut requests, &info.requests);
+    let owned_keys = &view.pin_keys;
     if !owned_keys.is_empty() && !claim.pods.is_empty() {
         let host = format!("new:{index}");
         let known = |k: &str| {
@@ -1441,7 +1472,44 @@ fn try_add(
         .map(String::as_str)
         .filter(|k| *k != labels::HOSTNAME)
         .collect();
+    // Fast path: a pod that adds no requirement and pins no domain leaves the claim's
+    // requirements as they are, so only room and limits narrow the options.
+    let unconstrained = view.alternatives.iter().any(Requirements::is_empty);
+    if unconstrained && keys.is_empty() {
+        let options: Vec<usize> = claim
+            .options
+            .iter()
+            .copied()
+            .filter(|&o| {
+                room_and_limits_ok(&pool.types[o], &requests, remaining.as_ref(), &pool.limits)
+            })
+            .collect();
+        let host = format!("new:{index}");
+        let domain = |k: &str| {
+            if k == labels::HOSTNAME {
+                Some(host.clone())
+            } else {
+                claim
+                    .reqs
+                    .get(k)
+                    .and_then(ValueSet::single)
+                    .or_else(|| pool.template.get(k).and_then(ValueSet::single))
+                    .map(str::to_owned)
+            }
+        };
+        if !options.is_empty()
+            && min_values_hold(&claim.reqs, pool, &options)
+            && constraints_allow(p, view, universes, topo, &domain)
+        {
+            let reqs = std::mem::take(&mut claim.reqs);
+            commit_add(claim, pool, charged, reqs, options, requests, p, pi);
+            return true;
+        }
+    }
     for alt in &view.alternatives {
+        if unconstrained && keys.is_empty() && alt.is_empty() {
+            continue; // tried above
+        }
         let Ok(reqs) = claim.reqs.intersect(alt) else {
             continue;
         };
@@ -1470,20 +1538,37 @@ fn try_add(
         if !min_values_hold(&reqs, pool, &options) {
             continue;
         }
+        commit_add(claim, pool, charged, reqs, options, requests, p, pi);
+        return true;
+    }
+    false
+}
+
+/// Books a pod on a claim with its new requirements and options.
+#[allow(clippy::too_many_arguments)]
+fn commit_add(
+    claim: &mut OpenClaim,
+    pool: &PreparedPool,
+    charged: &mut [Resources],
+    reqs: Requirements,
+    options: Vec<usize>,
+    requests: Resources,
+    p: &Pod,
+    pi: usize,
+) {
+    if options.len() != claim.options.len() || claim.pods.is_empty() {
         let charge = charge_of(pool, &options);
         let total = &mut charged[claim.pool];
         pod::sub(total, &claim.charge);
         add(total, &charge);
         claim.charge = charge;
-        claim.reqs = reqs;
         claim.max_room = max_room(pool, &options);
-        claim.options = options;
-        claim.requests = requests;
-        claim.pods.push(pi);
-        claim.host_ports.extend(p.host_ports.iter().cloned());
-        return true;
     }
-    false
+    claim.reqs = reqs;
+    claim.options = options;
+    claim.requests = requests;
+    claim.pods.push(pi);
+    claim.host_ports.extend(p.host_ports.iter().cloned());
 }
 
 /// Pins each topology key to one domain that keeps every constraint (trying domains from the
