@@ -876,6 +876,7 @@ pub fn solve(input: &SchedulingInput) -> Plan {
         unschedulable,
         stats,
         open_from: 0,
+        host_cursor: BTreeMap::new(),
     };
 
     // 1. Pods whose placement depends on where others go (topology), one at a time.
@@ -928,6 +929,10 @@ struct State {
     stats: SolveStats,
     /// Claims before this index have no room for any pending pod.
     open_from: usize,
+    /// Per (hostname group, threshold): claims before the index already hold at least the
+    /// threshold of the group's pods, so a pod whose hostname anti-affinity or spread caps the
+    /// group per node at that threshold skips them. Counts only grow, so this only advances.
+    host_cursor: BTreeMap<(usize, i64), usize>,
 }
 
 impl State {
@@ -1069,6 +1074,32 @@ impl State {
         });
     }
 
+    /// The first claim a pod with this view could join, as far as its per-node caps on
+    /// hostname groups tell.
+    fn host_skip(&mut self, p: &Pod, view: &View) -> usize {
+        let mut start = 0;
+        for c in &view.constraints {
+            let g = &self.topo.groups[c.group()];
+            // A node is closed to the pod once the group's count there reaches this.
+            let (group, threshold) = match *c {
+                Constraint::AntiAffinity { group } => (group, 1),
+                Constraint::Spread {
+                    group, max_skew, ..
+                } => (group, max_skew + 1 - i64::from(g.matches(p))),
+                Constraint::Affinity { .. } => continue,
+            };
+            if g.key.topology_key != labels::HOSTNAME {
+                continue;
+            }
+            let cursor = self.host_cursor.entry((group, threshold)).or_insert(0);
+            while *cursor < self.claims.len() && g.count(&format!("new:{cursor}")) >= threshold {
+                *cursor += 1;
+            }
+            start = start.max(*cursor);
+        }
+        start
+    }
+
     /// Karpenter's way: each pod to the first node, in-flight claim or new claim that takes it,
     /// relaxing its preferences only when nothing does.
     fn place_one_by_one(&mut self, cx: &Cx<'_>, class: &Class, pods: &[usize]) {
@@ -1090,7 +1121,7 @@ impl State {
                     bin_cursor = bi;
                 }
                 let mut ci = if class.topology {
-                    self.open_from
+                    self.open_from.max(self.host_skip(&cx.input.pods[pi], view))
                 } else {
                     claim_cursor.max(self.open_from)
                 };
