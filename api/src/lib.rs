@@ -15,6 +15,7 @@
 //! ```
 
 pub mod convert;
+pub mod domain;
 pub mod crds;
 pub mod duration;
 pub mod manifest;
