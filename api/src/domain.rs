@@ -18,7 +18,10 @@ use crate::{FieldError, labels, v1};
 type Result<T> = std::result::Result<T, FieldError>;
 
 fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T> {
-    Err(FieldError { path: path.into(), message: message.into() })
+    Err(FieldError {
+        path: path.into(),
+        message: message.into(),
+    })
 }
 
 fn resources(list: Option<&BTreeMap<String, Quantity>>, path: &str) -> Result<m::Resources> {
@@ -55,13 +58,23 @@ fn requirement(r: &core::NodeSelectorRequirement, path: &str) -> Result<m::Requi
     })
 }
 
-fn requirements(list: Option<&Vec<core::NodeSelectorRequirement>>, path: &str) -> Result<Vec<m::Requirement>> {
-    list.into_iter().flatten().enumerate().map(|(i, r)| requirement(r, &format!("{path}[{i}]"))).collect()
+fn requirements(
+    list: Option<&Vec<core::NodeSelectorRequirement>>,
+    path: &str,
+) -> Result<Vec<m::Requirement>> {
+    list.into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| requirement(r, &format!("{path}[{i}]")))
+        .collect()
 }
 
 fn term(t: &core::NodeSelectorTerm, path: &str) -> Result<m::NodeSelectorTerm> {
     Ok(m::NodeSelectorTerm {
-        match_expressions: requirements(t.match_expressions.as_ref(), &format!("{path}.matchExpressions"))?,
+        match_expressions: requirements(
+            t.match_expressions.as_ref(),
+            &format!("{path}.matchExpressions"),
+        )?,
         match_fields: requirements(t.match_fields.as_ref(), &format!("{path}.matchFields"))?,
     })
 }
@@ -80,7 +93,11 @@ fn taints(list: Option<&Vec<core::Taint>>, path: &str) -> Result<Vec<m::Taint>> 
         .flatten()
         .enumerate()
         .map(|(i, t)| {
-            Ok(m::Taint { key: t.key.clone(), value: t.value.clone().unwrap_or_default(), effect: effect(&t.effect, &format!("{path}[{i}].effect"))? })
+            Ok(m::Taint {
+                key: t.key.clone(),
+                value: t.value.clone().unwrap_or_default(),
+                effect: effect(&t.effect, &format!("{path}[{i}].effect"))?,
+            })
         })
         .collect()
 }
@@ -99,9 +116,18 @@ fn selector(s: &meta::LabelSelector, path: &str) -> Result<m::LabelSelector> {
                     "NotIn" => m::SelectorOperator::NotIn,
                     "Exists" => m::SelectorOperator::Exists,
                     "DoesNotExist" => m::SelectorOperator::DoesNotExist,
-                    other => return err(format!("{path}.matchExpressions[{i}].operator"), format!("unknown operator {other:?}")),
+                    other => {
+                        return err(
+                            format!("{path}.matchExpressions[{i}].operator"),
+                            format!("unknown operator {other:?}"),
+                        );
+                    }
                 };
-                Ok(m::SelectorRequirement { key: e.key.clone(), operator, values: e.values.clone().unwrap_or_default() })
+                Ok(m::SelectorRequirement {
+                    key: e.key.clone(),
+                    operator,
+                    values: e.values.clone().unwrap_or_default(),
+                })
             })
             .collect::<Result<_>>()?,
     })
@@ -109,22 +135,39 @@ fn selector(s: &meta::LabelSelector, path: &str) -> Result<m::LabelSelector> {
 
 fn affinity_term(t: &core::PodAffinityTerm, path: &str) -> Result<m::PodAffinityTerm> {
     Ok(m::PodAffinityTerm {
-        label_selector: t.label_selector.as_ref().map(|s| selector(s, &format!("{path}.labelSelector"))).transpose()?,
+        label_selector: t
+            .label_selector
+            .as_ref()
+            .map(|s| selector(s, &format!("{path}.labelSelector")))
+            .transpose()?,
         namespaces: t.namespaces.clone().unwrap_or_default(),
-        namespace_selector: t.namespace_selector.as_ref().map(|s| selector(s, &format!("{path}.namespaceSelector"))).transpose()?,
+        namespace_selector: t
+            .namespace_selector
+            .as_ref()
+            .map(|s| selector(s, &format!("{path}.namespaceSelector")))
+            .transpose()?,
         topology_key: t.topology_key.clone(),
         match_label_keys: t.match_label_keys.clone().unwrap_or_default(),
         mismatch_label_keys: t.mismatch_label_keys.clone().unwrap_or_default(),
     })
 }
 
-fn pod_affinity(required: Option<&Vec<core::PodAffinityTerm>>, preferred: Option<&Vec<core::WeightedPodAffinityTerm>>, path: &str) -> Result<m::PodAffinity> {
+fn pod_affinity(
+    required: Option<&Vec<core::PodAffinityTerm>>,
+    preferred: Option<&Vec<core::WeightedPodAffinityTerm>>,
+    path: &str,
+) -> Result<m::PodAffinity> {
     Ok(m::PodAffinity {
         required: required
             .into_iter()
             .flatten()
             .enumerate()
-            .map(|(i, t)| affinity_term(t, &format!("{path}.requiredDuringSchedulingIgnoredDuringExecution[{i}]")))
+            .map(|(i, t)| {
+                affinity_term(
+                    t,
+                    &format!("{path}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
+                )
+            })
             .collect::<Result<_>>()?,
         preferred: preferred
             .into_iter()
@@ -132,13 +175,20 @@ fn pod_affinity(required: Option<&Vec<core::PodAffinityTerm>>, preferred: Option
             .enumerate()
             .map(|(i, w)| {
                 let p = format!("{path}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
-                Ok(m::WeightedPodAffinityTerm { weight: w.weight, term: affinity_term(&w.pod_affinity_term, &format!("{p}.podAffinityTerm"))? })
+                Ok(m::WeightedPodAffinityTerm {
+                    weight: w.weight,
+                    term: affinity_term(&w.pod_affinity_term, &format!("{p}.podAffinityTerm"))?,
+                })
             })
             .collect::<Result<_>>()?,
     })
 }
 
-fn inclusion(policy: Option<&str>, default: m::NodeInclusionPolicy, path: &str) -> Result<m::NodeInclusionPolicy> {
+fn inclusion(
+    policy: Option<&str>,
+    default: m::NodeInclusionPolicy,
+    path: &str,
+) -> Result<m::NodeInclusionPolicy> {
     match policy {
         None => Ok(default),
         Some("Honor") => Ok(m::NodeInclusionPolicy::Honor),
@@ -148,7 +198,10 @@ fn inclusion(policy: Option<&str>, default: m::NodeInclusionPolicy, path: &str) 
 }
 
 fn time(t: Option<&meta::Time>) -> SystemTime {
-    t.and_then(|t| u64::try_from(t.0.as_second()).ok()).map_or(SystemTime::UNIX_EPOCH, |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+    t.and_then(|t| u64::try_from(t.0.as_second()).ok())
+        .map_or(SystemTime::UNIX_EPOCH, |s| {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+        })
 }
 
 /// Volume topology a pod's PersistentVolumeClaims impose, from their bound PersistentVolumes'
@@ -158,21 +211,40 @@ pub type VolumeLookup<'a> = &'a dyn Fn(&str, &str) -> Option<Vec<m::Requirement>
 /// A pod (from its spec and status). `prefix` is the path of the pod spec's parent, e.g. `""`
 /// for a Pod or `spec.template.` for a Deployment.
 pub fn pod(p: &core::Pod, volumes: VolumeLookup<'_>) -> Result<m::Pod> {
-    let namespace = p.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
-    let name = p.metadata.name.clone().ok_or_else(|| FieldError { path: "metadata.name".into(), message: "required".into() })?;
+    let namespace = p
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let name = p.metadata.name.clone().ok_or_else(|| FieldError {
+        path: "metadata.name".into(),
+        message: "required".into(),
+    })?;
     let mut out = m::Pod::new(&namespace, &name);
     out.uid = p.metadata.uid.clone().unwrap_or_default();
     out.labels = p.metadata.labels.clone().unwrap_or_default();
     out.created_at = time(p.metadata.creation_timestamp.as_ref());
-    out.do_not_disrupt = p.metadata.annotations.as_ref().and_then(|a| a.get(labels::DO_NOT_DISRUPT)).is_some_and(|v| v == "true");
+    out.do_not_disrupt = p
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::DO_NOT_DISRUPT))
+        .is_some_and(|v| v == "true");
     out.owner = p
         .metadata
         .owner_references
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true))
-        .map(|o| m::OwnerReference { kind: o.kind.clone(), name: o.name.clone(), uid: o.uid.clone() });
-    let spec = p.spec.as_ref().ok_or_else(|| FieldError { path: "spec".into(), message: "required".into() })?;
+        .map(|o| m::OwnerReference {
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+            uid: o.uid.clone(),
+        });
+    let spec = p.spec.as_ref().ok_or_else(|| FieldError {
+        path: "spec".into(),
+        message: "required".into(),
+    })?;
     pod_spec(spec, &mut out, "spec", &namespace, volumes)?;
     if let Some(status) = &p.status {
         out.phase = match status.phase.as_deref() {
@@ -182,17 +254,23 @@ pub fn pod(p: &core::Pod, volumes: VolumeLookup<'_>) -> Result<m::Pod> {
             Some("Failed") => m::PodPhase::Failed,
             Some(_) => m::PodPhase::Unknown,
         };
-        out.unschedulable = status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"));
+        out.unschedulable = status.conditions.iter().flatten().any(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        });
     }
     Ok(out)
 }
 
 /// Fills `out` from a pod spec found at `path`.
-pub fn pod_spec(spec: &core::PodSpec, out: &mut m::Pod, path: &str, namespace: &str, volumes: VolumeLookup<'_>) -> Result<()> {
+pub fn pod_spec(
+    spec: &core::PodSpec,
+    out: &mut m::Pod,
+    path: &str,
+    namespace: &str,
+    volumes: VolumeLookup<'_>,
+) -> Result<()> {
     out.priority = spec.priority.unwrap_or(0);
     out.node_name = spec.node_name.clone().filter(|n| !n.is_empty());
     out.node_selector = spec.node_selector.clone().unwrap_or_default();
@@ -201,7 +279,12 @@ pub fn pod_spec(spec: &core::PodSpec, out: &mut m::Pod, path: &str, namespace: &
         .containers
         .iter()
         .enumerate()
-        .map(|(i, c)| resources(c.resources.as_ref().and_then(|r| r.requests.as_ref()), &format!("{path}.containers[{i}].resources.requests")))
+        .map(|(i, c)| {
+            resources(
+                c.resources.as_ref().and_then(|r| r.requests.as_ref()),
+                &format!("{path}.containers[{i}].resources.requests"),
+            )
+        })
         .collect::<Result<_>>()?;
     out.init_containers = spec
         .init_containers
@@ -210,22 +293,44 @@ pub fn pod_spec(spec: &core::PodSpec, out: &mut m::Pod, path: &str, namespace: &
         .enumerate()
         .map(|(i, c)| {
             Ok(m::InitContainer {
-                requests: resources(c.resources.as_ref().and_then(|r| r.requests.as_ref()), &format!("{path}.initContainers[{i}].resources.requests"))?,
+                requests: resources(
+                    c.resources.as_ref().and_then(|r| r.requests.as_ref()),
+                    &format!("{path}.initContainers[{i}].resources.requests"),
+                )?,
                 sidecar: c.restart_policy.as_deref() == Some("Always"),
             })
         })
         .collect::<Result<_>>()?;
-    for (ci, c) in spec.containers.iter().chain(spec.init_containers.iter().flatten()).enumerate() {
+    for (ci, c) in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .enumerate()
+    {
         for (pi, port) in c.ports.iter().flatten().enumerate() {
-            let Some(host_port) = port.host_port.filter(|p| *p > 0) else { continue };
+            let Some(host_port) = port.host_port.filter(|p| *p > 0) else {
+                continue;
+            };
             let protocol = match port.protocol.as_deref() {
                 None | Some("TCP") => m::Protocol::Tcp,
                 Some("UDP") => m::Protocol::Udp,
                 Some("SCTP") => m::Protocol::Sctp,
-                Some(other) => return err(format!("{path}.containers[{ci}].ports[{pi}].protocol"), format!("unknown protocol {other:?}")),
+                Some(other) => {
+                    return err(
+                        format!("{path}.containers[{ci}].ports[{pi}].protocol"),
+                        format!("unknown protocol {other:?}"),
+                    );
+                }
             };
-            let port_number = u16::try_from(host_port).map_err(|_| FieldError { path: format!("{path}.containers[{ci}].ports[{pi}].hostPort"), message: format!("{host_port} is not a port") })?;
-            out.host_ports.push(m::HostPort { ip: port.host_ip.clone().unwrap_or_default(), port: port_number, protocol });
+            let port_number = u16::try_from(host_port).map_err(|_| FieldError {
+                path: format!("{path}.containers[{ci}].ports[{pi}].hostPort"),
+                message: format!("{host_port} is not a port"),
+            })?;
+            out.host_ports.push(m::HostPort {
+                ip: port.host_ip.clone().unwrap_or_default(),
+                port: port_number,
+                protocol,
+            });
         }
     }
     out.tolerations = spec
@@ -240,10 +345,20 @@ pub fn pod_spec(spec: &core::PodSpec, out: &mut m::Pod, path: &str, namespace: &
                 operator: match t.operator.as_deref() {
                     None | Some("Equal") => m::TolerationOperator::Equal,
                     Some("Exists") => m::TolerationOperator::Exists,
-                    Some(other) => return err(format!("{p}.operator"), format!("{other:?} is not Equal or Exists")),
+                    Some(other) => {
+                        return err(
+                            format!("{p}.operator"),
+                            format!("{other:?} is not Equal or Exists"),
+                        );
+                    }
                 },
                 value: t.value.clone().unwrap_or_default(),
-                effect: t.effect.as_deref().filter(|e| !e.is_empty()).map(|e| effect(e, &format!("{p}.effect"))).transpose()?,
+                effect: t
+                    .effect
+                    .as_deref()
+                    .filter(|e| !e.is_empty())
+                    .map(|e| effect(e, &format!("{p}.effect")))
+                    .transpose()?,
                 toleration_seconds: t.toleration_seconds,
             })
         })
@@ -261,13 +376,30 @@ pub fn pod_spec(spec: &core::PodSpec, out: &mut m::Pod, path: &str, namespace: &
                 when_unsatisfiable: match c.when_unsatisfiable.as_str() {
                     "DoNotSchedule" => m::WhenUnsatisfiable::DoNotSchedule,
                     "ScheduleAnyway" => m::WhenUnsatisfiable::ScheduleAnyway,
-                    other => return err(format!("{p}.whenUnsatisfiable"), format!("{other:?} is not DoNotSchedule or ScheduleAnyway")),
+                    other => {
+                        return err(
+                            format!("{p}.whenUnsatisfiable"),
+                            format!("{other:?} is not DoNotSchedule or ScheduleAnyway"),
+                        );
+                    }
                 },
-                label_selector: c.label_selector.as_ref().map(|s| selector(s, &format!("{p}.labelSelector"))).transpose()?,
+                label_selector: c
+                    .label_selector
+                    .as_ref()
+                    .map(|s| selector(s, &format!("{p}.labelSelector")))
+                    .transpose()?,
                 min_domains: c.min_domains,
                 match_label_keys: c.match_label_keys.clone().unwrap_or_default(),
-                node_affinity_policy: inclusion(c.node_affinity_policy.as_deref(), m::NodeInclusionPolicy::Honor, &format!("{p}.nodeAffinityPolicy"))?,
-                node_taints_policy: inclusion(c.node_taints_policy.as_deref(), m::NodeInclusionPolicy::Ignore, &format!("{p}.nodeTaintsPolicy"))?,
+                node_affinity_policy: inclusion(
+                    c.node_affinity_policy.as_deref(),
+                    m::NodeInclusionPolicy::Honor,
+                    &format!("{p}.nodeAffinityPolicy"),
+                )?,
+                node_taints_policy: inclusion(
+                    c.node_taints_policy.as_deref(),
+                    m::NodeInclusionPolicy::Ignore,
+                    &format!("{p}.nodeTaintsPolicy"),
+                )?,
             })
         })
         .collect::<Result<_>>()?;
@@ -299,15 +431,19 @@ pub fn pod_spec(spec: &core::PodSpec, out: &mut m::Pod, path: &str, namespace: &
         }
         if let Some(pa) = &a.pod_affinity {
             out.pod_affinity = Some(pod_affinity(
-                pa.required_during_scheduling_ignored_during_execution.as_ref(),
-                pa.preferred_during_scheduling_ignored_during_execution.as_ref(),
+                pa.required_during_scheduling_ignored_during_execution
+                    .as_ref(),
+                pa.preferred_during_scheduling_ignored_during_execution
+                    .as_ref(),
                 &format!("{p}.podAffinity"),
             )?);
         }
         if let Some(pa) = &a.pod_anti_affinity {
             out.pod_anti_affinity = Some(pod_affinity(
-                pa.required_during_scheduling_ignored_during_execution.as_ref(),
-                pa.preferred_during_scheduling_ignored_during_execution.as_ref(),
+                pa.required_during_scheduling_ignored_during_execution
+                    .as_ref(),
+                pa.preferred_during_scheduling_ignored_during_execution
+                    .as_ref(),
                 &format!("{p}.podAntiAffinity"),
             )?);
         }
@@ -324,7 +460,10 @@ pub fn pod_spec(spec: &core::PodSpec, out: &mut m::Pod, path: &str, namespace: &
 
 /// A node.
 pub fn node(n: &core::Node) -> Result<m::Node> {
-    let name = n.metadata.name.clone().ok_or_else(|| FieldError { path: "metadata.name".into(), message: "required".into() })?;
+    let name = n.metadata.name.clone().ok_or_else(|| FieldError {
+        path: "metadata.name".into(),
+        message: "required".into(),
+    })?;
     let spec = n.spec.as_ref();
     let status = n.status.as_ref();
     Ok(m::Node {
@@ -333,9 +472,14 @@ pub fn node(n: &core::Node) -> Result<m::Node> {
         labels: n.metadata.labels.clone().unwrap_or_default(),
         taints: taints(spec.and_then(|s| s.taints.as_ref()), "spec.taints")?,
         capacity: resources(status.and_then(|s| s.capacity.as_ref()), "status.capacity")?,
-        allocatable: resources(status.and_then(|s| s.allocatable.as_ref()), "status.allocatable")?,
+        allocatable: resources(
+            status.and_then(|s| s.allocatable.as_ref()),
+            "status.allocatable",
+        )?,
         // A node without conditions (e.g. written by hand for `berth plan`) counts as Ready.
-        ready: status.and_then(|s| s.conditions.as_ref()).is_none_or(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+        ready: status
+            .and_then(|s| s.conditions.as_ref())
+            .is_none_or(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
         unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
         deleting: n.metadata.deletion_timestamp.is_some(),
         created_at: time(n.metadata.creation_timestamp.as_ref()),
@@ -347,17 +491,31 @@ fn api_taint(t: &v1::Taint) -> m::Taint {
 }
 
 fn api_requirement(r: &v1::NodeSelectorRequirementWithMinValues) -> m::Requirement {
-    m::Requirement { key: r.key.clone(), operator: r.operator.into(), values: r.values.clone(), min_values: r.min_values.and_then(|v| u32::try_from(v).ok()) }
+    m::Requirement {
+        key: r.key.clone(),
+        operator: r.operator.into(),
+        values: r.values.clone(),
+        min_values: r.min_values.and_then(|v| u32::try_from(v).ok()),
+    }
 }
 
 /// A NodePool (validated first). `ready` and its reason come from the caller, who knows
 /// whether the NodePool's node class resolved.
 pub fn node_pool(np: &v1::NodePool, ready: bool, not_ready_reason: &str) -> Result<m::NodePool> {
     use crate::Validate;
-    np.validate().map_err(|e| e.0.into_iter().next().expect("validation errors are never empty"))?;
+    np.validate().map_err(|e| {
+        e.0.into_iter()
+            .next()
+            .expect("validation errors are never empty")
+    })?;
     let s = &np.spec;
     let t = &s.template.spec;
-    let never_or = |d: &v1::NillableDuration, path: &str| d.parse().map_err(|e| FieldError { path: path.into(), message: e });
+    let never_or = |d: &v1::NillableDuration, path: &str| {
+        d.parse().map_err(|e| FieldError {
+            path: path.into(),
+            message: e,
+        })
+    };
     Ok(m::NodePool {
         name: np.metadata.name.clone().unwrap_or_default(),
         weight: s.weight.unwrap_or(0),
@@ -366,16 +524,33 @@ pub fn node_pool(np: &v1::NodePool, ready: bool, not_ready_reason: &str) -> Resu
         requirements: t.requirements.iter().map(api_requirement).collect(),
         taints: t.taints.iter().map(api_taint).collect(),
         startup_taints: t.startup_taints.iter().map(api_taint).collect(),
-        node_class_ref: m::NodeClassRef { group: t.node_class_ref.group.clone(), kind: t.node_class_ref.kind.clone(), name: t.node_class_ref.name.clone() },
+        node_class_ref: m::NodeClassRef {
+            group: t.node_class_ref.group.clone(),
+            kind: t.node_class_ref.kind.clone(),
+            name: t.node_class_ref.name.clone(),
+        },
         limits: resources(Some(&s.limits), "spec.limits")?,
         expire_after: never_or(&t.expire_after, "spec.template.spec.expireAfter")?,
-        termination_grace_period: t.termination_grace_period.as_ref().map(|d| d.parse()).transpose().map_err(|e| FieldError { path: "spec.template.spec.terminationGracePeriod".into(), message: e })?,
+        termination_grace_period: t
+            .termination_grace_period
+            .as_ref()
+            .map(|d| d.parse())
+            .transpose()
+            .map_err(|e| FieldError {
+                path: "spec.template.spec.terminationGracePeriod".into(),
+                message: e,
+            })?,
         disruption: m::Disruption {
             consolidation_policy: match s.disruption.consolidation_policy {
                 v1::ConsolidationPolicy::WhenEmpty => m::ConsolidationPolicy::WhenEmpty,
-                v1::ConsolidationPolicy::WhenEmptyOrUnderutilized => m::ConsolidationPolicy::WhenEmptyOrUnderutilized,
+                v1::ConsolidationPolicy::WhenEmptyOrUnderutilized => {
+                    m::ConsolidationPolicy::WhenEmptyOrUnderutilized
+                }
             },
-            consolidate_after: never_or(&s.disruption.consolidate_after, "spec.disruption.consolidateAfter")?,
+            consolidate_after: never_or(
+                &s.disruption.consolidate_after,
+                "spec.disruption.consolidateAfter",
+            )?,
             budgets: s
                 .disruption
                 .budgets
@@ -386,13 +561,18 @@ pub fn node_pool(np: &v1::NodePool, ready: bool, not_ready_reason: &str) -> Resu
                         .reasons
                         .iter()
                         .map(|r| match r {
-                            v1::DisruptionReason::Underutilized => m::DisruptionReason::Underutilized,
+                            v1::DisruptionReason::Underutilized => {
+                                m::DisruptionReason::Underutilized
+                            }
                             v1::DisruptionReason::Empty => m::DisruptionReason::Empty,
                             v1::DisruptionReason::Drifted => m::DisruptionReason::Drifted,
                         })
                         .collect(),
                     schedule: b.schedule.clone(),
-                    duration: b.duration.as_deref().and_then(|d| crate::duration::parse_budget_duration(d).ok()),
+                    duration: b
+                        .duration
+                        .as_deref()
+                        .and_then(|d| crate::duration::parse_budget_duration(d).ok()),
                 })
                 .collect(),
         },
@@ -410,13 +590,35 @@ pub fn template_pods(
     replicas: i32,
     volumes: VolumeLookup<'_>,
 ) -> Result<Vec<m::Pod>> {
-    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".to_owned());
-    let name = meta.name.clone().ok_or_else(|| FieldError { path: "metadata.name".into(), message: "required".into() })?;
-    let spec = template.spec.as_ref().ok_or_else(|| FieldError { path: "spec.template.spec".into(), message: "required".into() })?;
+    let namespace = meta
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let name = meta.name.clone().ok_or_else(|| FieldError {
+        path: "metadata.name".into(),
+        message: "required".into(),
+    })?;
+    let spec = template.spec.as_ref().ok_or_else(|| FieldError {
+        path: "spec.template.spec".into(),
+        message: "required".into(),
+    })?;
     let mut base = m::Pod::new(&namespace, &name);
-    base.labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
-    base.owner = Some(m::OwnerReference { kind: kind.to_owned(), name: name.clone(), uid: meta.uid.clone().unwrap_or_default() });
-    base.do_not_disrupt = template.metadata.as_ref().and_then(|m| m.annotations.as_ref()).and_then(|a| a.get(labels::DO_NOT_DISRUPT)).is_some_and(|v| v == "true");
+    base.labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    base.owner = Some(m::OwnerReference {
+        kind: kind.to_owned(),
+        name: name.clone(),
+        uid: meta.uid.clone().unwrap_or_default(),
+    });
+    base.do_not_disrupt = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(labels::DO_NOT_DISRUPT))
+        .is_some_and(|v| v == "true");
     base.unschedulable = true;
     pod_spec(spec, &mut base, "spec.template.spec", &namespace, volumes)?;
     Ok((0..replicas.max(0))
@@ -431,11 +633,17 @@ pub fn template_pods(
 
 /// A DaemonSet's pod template.
 pub fn daemon_set(ds: &k8s_openapi::api::apps::v1::DaemonSet) -> Result<m::DaemonSet> {
-    let spec = ds.spec.as_ref().ok_or_else(|| FieldError { path: "spec".into(), message: "required".into() })?;
+    let spec = ds.spec.as_ref().ok_or_else(|| FieldError {
+        path: "spec".into(),
+        message: "required".into(),
+    })?;
     let mut pods = template_pods("DaemonSet", &ds.metadata, &spec.template, 1, &|_, _| None)?;
     let mut template = pods.remove(0);
     template.key.name = ds.metadata.name.clone().unwrap_or_default();
-    Ok(m::DaemonSet { key: template.key.clone(), template })
+    Ok(m::DaemonSet {
+        key: template.key.clone(),
+        template,
+    })
 }
 
 /// The requirements a PersistentVolume's node affinity imposes (its first term).
@@ -449,7 +657,9 @@ pub fn volume_requirements(pv: &core::PersistentVolume) -> Result<Vec<m::Require
         .unwrap_or_default();
     match terms.first() {
         None => Ok(Vec::new()),
-        Some(t) => Ok(term(t, "spec.nodeAffinity.required.nodeSelectorTerms[0]")?.match_expressions),
+        Some(t) => {
+            Ok(term(t, "spec.nodeAffinity.required.nodeSelectorTerms[0]")?.match_expressions)
+        }
     }
 }
 
@@ -501,26 +711,63 @@ spec:
         );
         let m = pod(&p, &|_, _| None).unwrap();
         assert!(m.init_containers[0].sidecar);
-        assert_eq!(m.host_ports, vec![m::HostPort { ip: String::new(), port: 8080, protocol: m::Protocol::Udp }]);
-        assert_eq!(m.topology_spread[0].node_taints_policy, m::NodeInclusionPolicy::Ignore);
-        assert_eq!(m.node_affinity.unwrap().required[0].match_expressions[0].operator, m::Operator::Gte);
-        assert_eq!(m.pod_anti_affinity.unwrap().required[0].topology_key, "kubernetes.io/hostname");
+        assert_eq!(
+            m.host_ports,
+            vec![m::HostPort {
+                ip: String::new(),
+                port: 8080,
+                protocol: m::Protocol::Udp
+            }]
+        );
+        assert_eq!(
+            m.topology_spread[0].node_taints_policy,
+            m::NodeInclusionPolicy::Ignore
+        );
+        assert_eq!(
+            m.node_affinity.unwrap().required[0].match_expressions[0].operator,
+            m::Operator::Gte
+        );
+        assert_eq!(
+            m.pod_anti_affinity.unwrap().required[0].topology_key,
+            "kubernetes.io/hostname"
+        );
     }
 
     #[test]
     fn bad_fields_are_named() {
-        let p = pod_yaml("metadata: {name: x}\nspec: {containers: [{name: a}, {name: b, resources: {requests: {cpu: lots}}}]}");
-        assert_eq!(pod(&p, &|_, _| None).unwrap_err().path, "spec.containers[1].resources.requests.cpu");
-        let p = pod_yaml("metadata: {name: x}\nspec: {containers: [{name: a}], tolerations: [{key: k, operator: Maybe}]}");
-        assert_eq!(pod(&p, &|_, _| None).unwrap_err().path, "spec.tolerations[0].operator");
+        let p = pod_yaml(
+            "metadata: {name: x}\nspec: {containers: [{name: a}, {name: b, resources: {requests: {cpu: lots}}}]}",
+        );
+        assert_eq!(
+            pod(&p, &|_, _| None).unwrap_err().path,
+            "spec.containers[1].resources.requests.cpu"
+        );
+        let p = pod_yaml(
+            "metadata: {name: x}\nspec: {containers: [{name: a}], tolerations: [{key: k, operator: Maybe}]}",
+        );
+        assert_eq!(
+            pod(&p, &|_, _| None).unwrap_err().path,
+            "spec.tolerations[0].operator"
+        );
     }
 
     #[test]
     fn volumes_pin_zones() {
-        let p = pod_yaml("metadata: {name: db, namespace: data}\nspec: {containers: [{name: a}], volumes: [{name: v, persistentVolumeClaim: {claimName: db-data}}]}");
+        let p = pod_yaml(
+            "metadata: {name: db, namespace: data}\nspec: {containers: [{name: a}], volumes: [{name: v, persistentVolumeClaim: {claimName: db-data}}]}",
+        );
         let lookup = |ns: &str, claim: &str| {
-            (ns == "data" && claim == "db-data").then(|| vec![m::Requirement::new(labels::TOPOLOGY_ZONE, m::Operator::In, &["us-east-1b"])])
+            (ns == "data" && claim == "db-data").then(|| {
+                vec![m::Requirement::new(
+                    labels::TOPOLOGY_ZONE,
+                    m::Operator::In,
+                    &["us-east-1b"],
+                )]
+            })
         };
-        assert_eq!(pod(&p, &lookup).unwrap().volume_requirements[0].values, ["us-east-1b"]);
+        assert_eq!(
+            pod(&p, &lookup).unwrap().volume_requirements[0].values,
+            ["us-east-1b"]
+        );
     }
 }

@@ -15,8 +15,8 @@
 //! ```
 
 pub mod convert;
-pub mod domain;
 pub mod crds;
+pub mod domain;
 pub mod duration;
 pub mod manifest;
 mod schema;

@@ -18,9 +18,13 @@
 
 use std::collections::BTreeMap;
 
-use berth_scheduler_core::allocatable::{DEFAULT_VM_MEMORY_OVERHEAD_PERCENT, InstanceFacts, KubeletSettings, capacity_and_overhead};
+use berth_scheduler_core::allocatable::{
+    DEFAULT_VM_MEMORY_OVERHEAD_PERCENT, InstanceFacts, KubeletSettings, capacity_and_overhead,
+};
 use berth_scheduler_core::labels;
-use berth_scheduler_core::model::{CapacityType, InstanceType, Offering, Operator, Requirement, resource};
+use berth_scheduler_core::model::{
+    CapacityType, InstanceType, Offering, Operator, Requirement, resource,
+};
 use serde::Deserialize;
 
 /// Spot price as a share of on-demand: a documented average discount of 65 %, since spot
@@ -98,15 +102,23 @@ impl PriceModel {
             .or_else(|| self.category.get(category))
             .or_else(|| self.all.get("*"))
             .copied()
-            .unwrap_or(Coefficients { per_vcpu: 0.05, per_gib: 0.005, per_accelerator: 1.0 });
-        let price = c.per_vcpu * f64::from(f.vcpu) + c.per_gib * (f.memory_mib as f64 / 1024.0) + c.per_accelerator * f64::from(f.gpu_count + f.neuron_count);
+            .unwrap_or(Coefficients {
+                per_vcpu: 0.05,
+                per_gib: 0.005,
+                per_accelerator: 1.0,
+            });
+        let price = c.per_vcpu * f64::from(f.vcpu)
+            + c.per_gib * (f.memory_mib as f64 / 1024.0)
+            + c.per_accelerator * f64::from(f.gpu_count + f.neuron_count);
         (price * 10_000.0).round() / 10_000.0
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("not a catalog: {0} (expected a JSON array of instance types, or an object with an `instance_types` array)")]
+    #[error(
+        "not a catalog: {0} (expected a JSON array of instance types, or an object with an `instance_types` array)"
+    )]
     Parse(#[from] serde_json::Error),
     #[error("instance type {name}: {message}")]
     Invalid { name: String, message: String },
@@ -138,27 +150,49 @@ impl Catalog {
             CatalogFile::Bare(f) | CatalogFile::Wrapped { instance_types: f } => f,
         };
         for f in &facts {
-            let bad = |message: &str| Err(CatalogError::Invalid { name: f.name.clone(), message: message.to_owned() });
+            let bad = |message: &str| {
+                Err(CatalogError::Invalid {
+                    name: f.name.clone(),
+                    message: message.to_owned(),
+                })
+            };
             if !f.name.contains('.') {
                 return bad("name must be <family>.<size>");
             }
             if f.vcpu == 0 || f.memory_mib == 0 {
                 return bad("vcpu and memory_mib must be positive");
             }
-            if f.on_demand_usd_per_hour.is_some_and(|p| !p.is_finite() || p < 0.0) {
+            if f.on_demand_usd_per_hour
+                .is_some_and(|p| !p.is_finite() || p < 0.0)
+            {
                 return bad("on_demand_usd_per_hour must be a non-negative number");
             }
         }
-        Ok(Self { facts, prices: PriceModel::builtin() })
+        Ok(Self {
+            facts,
+            prices: PriceModel::builtin(),
+        })
     }
 
     /// Every instance type, with Karpenter's allocatable for `kubelet` and a root volume of
     /// `root_volume_bytes`. Types that run neither amd64 nor arm64 are left out.
-    pub fn instance_types(&self, kubelet: &KubeletSettings, root_volume_bytes: i64) -> Vec<InstanceType> {
-        self.facts.iter().map(|f| self.instance_type(f, kubelet, root_volume_bytes)).collect()
+    pub fn instance_types(
+        &self,
+        kubelet: &KubeletSettings,
+        root_volume_bytes: i64,
+    ) -> Vec<InstanceType> {
+        self.facts
+            .iter()
+            .map(|f| self.instance_type(f, kubelet, root_volume_bytes))
+            .collect()
     }
 
-    pub fn instance_type(&self, f: &Facts, kubelet: &KubeletSettings, root_volume_bytes: i64) -> InstanceType {
+    pub fn instance_type(
+        &self,
+        f: &Facts,
+        kubelet: &KubeletSettings,
+        root_volume_bytes: i64,
+    ) -> InstanceType {
         let (family, size) = split_name(&f.name);
         let mut extended = BTreeMap::new();
         match f.gpu_manufacturer.as_deref() {
@@ -184,7 +218,8 @@ impl Catalog {
             ephemeral_storage_bytes: root_volume_bytes,
             extended,
         };
-        let (capacity, overhead) = capacity_and_overhead(&facts, kubelet, DEFAULT_VM_MEMORY_OVERHEAD_PERCENT);
+        let (capacity, overhead) =
+            capacity_and_overhead(&facts, kubelet, DEFAULT_VM_MEMORY_OVERHEAD_PERCENT);
 
         let mut reqs = vec![
             one(labels::INSTANCE_TYPE, &f.name),
@@ -194,7 +229,7 @@ impl Catalog {
             one(labels::INSTANCE_CPU, &f.vcpu.to_string()),
             one(labels::INSTANCE_MEMORY, &f.memory_mib.to_string()),
             one(labels::OS, "linux"),
-            Requirement::new(labels::ARCH, Operator::In, &f.architectures.iter().map(String::as_str).collect::<Vec<_>>()),
+            Requirement::new(labels::ARCH, Operator::In, &architectures(&f.architectures)),
         ];
         if let Some(generation) = generation(family) {
             reqs.push(one(labels::INSTANCE_GENERATION, &generation.to_string()));
@@ -218,20 +253,51 @@ impl Catalog {
             reqs.push(one(labels::INSTANCE_LOCAL_NVME, &gb.to_string()));
         }
 
-        let on_demand = f.on_demand_usd_per_hour.unwrap_or_else(|| self.prices.on_demand(f));
+        let on_demand = f
+            .on_demand_usd_per_hour
+            .unwrap_or_else(|| self.prices.on_demand(f));
         let mut offerings = Vec::new();
         for zone in &f.zones {
             for class in &f.usage_classes {
                 let (capacity_type, price) = match class.as_str() {
                     "on-demand" => (CapacityType::OnDemand, on_demand),
-                    "spot" => (CapacityType::Spot, (on_demand * SPOT_PRICE_FACTOR * 10_000.0).round() / 10_000.0),
+                    "spot" => (
+                        CapacityType::Spot,
+                        (on_demand * SPOT_PRICE_FACTOR * 10_000.0).round() / 10_000.0,
+                    ),
                     _ => continue,
                 };
-                offerings.push(Offering { zone: zone.clone(), capacity_type, price, available: true });
+                offerings.push(Offering {
+                    zone: zone.clone(),
+                    capacity_type,
+                    price,
+                    available: true,
+                });
             }
         }
-        InstanceType { name: f.name.clone(), requirements: reqs, capacity, overhead, offerings }
+        InstanceType {
+            name: f.name.clone(),
+            requirements: reqs,
+            capacity,
+            overhead,
+            offerings,
+        }
     }
+}
+
+/// Kubernetes' spellings of EC2's architectures (`x86_64` → `amd64`); others are dropped.
+fn architectures(archs: &[String]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = archs
+        .iter()
+        .filter_map(|a| match a.as_str() {
+            "x86_64" | "amd64" => Some("amd64"),
+            "arm64" => Some("arm64"),
+            _ => None,
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 fn one(key: &str, value: &str) -> Requirement {
@@ -245,7 +311,9 @@ pub fn split_name(name: &str) -> (&str, &str) {
 
 /// `m5d` → `m`, `u-6tb1` → `u`.
 pub fn category(family: &str) -> &str {
-    let end = family.find(|c: char| !c.is_ascii_lowercase()).unwrap_or(family.len());
+    let end = family
+        .find(|c: char| !c.is_ascii_lowercase())
+        .unwrap_or(family.len());
     &family[..end]
 }
 
@@ -273,15 +341,33 @@ mod tests {
     fn builtin_catalog_has_the_seed_types() {
         let c = Catalog::builtin();
         assert!(c.facts.len() > 1000);
-        let t3 = c.facts.iter().find(|f| f.name == "t3.2xlarge").expect("t3.2xlarge");
+        let t3 = c
+            .facts
+            .iter()
+            .find(|f| f.name == "t3.2xlarge")
+            .expect("t3.2xlarge");
         assert_eq!((t3.vcpu, t3.memory_mib), (8, 32768));
         let it = c.instance_type(t3, &KubeletSettings::default(), DEFAULT_ROOT_VOLUME_BYTES);
         assert_eq!(it.allocatable().get(resource::CPU), 7910);
         assert_eq!(it.capacity.get(resource::PODS), 58_000);
-        assert!(it.requirements.contains(&one(labels::INSTANCE_FAMILY, "t3")));
-        assert!(it.requirements.contains(&one(labels::INSTANCE_GENERATION, "3")));
-        let od = it.offerings.iter().find(|o| o.capacity_type == CapacityType::OnDemand).unwrap();
-        assert!(od.price > 0.2 && od.price < 0.5, "modelled t3.2xlarge price {}", od.price);
+        assert!(
+            it.requirements
+                .contains(&one(labels::INSTANCE_FAMILY, "t3"))
+        );
+        assert!(
+            it.requirements
+                .contains(&one(labels::INSTANCE_GENERATION, "3"))
+        );
+        let od = it
+            .offerings
+            .iter()
+            .find(|o| o.capacity_type == CapacityType::OnDemand)
+            .unwrap();
+        assert!(
+            od.price > 0.2 && od.price < 0.5,
+            "modelled t3.2xlarge price {}",
+            od.price
+        );
     }
 
     #[test]
@@ -290,7 +376,10 @@ mod tests {
         let g = c.facts.iter().find(|f| f.name == "g4dn.12xlarge").unwrap();
         let it = c.instance_type(g, &KubeletSettings::default(), DEFAULT_ROOT_VOLUME_BYTES);
         assert_eq!(it.capacity.get(resource::NVIDIA_GPU), 4000);
-        assert!(it.requirements.contains(&one(labels::INSTANCE_GPU_NAME, "t4")));
+        assert!(
+            it.requirements
+                .contains(&one(labels::INSTANCE_GPU_NAME, "t4"))
+        );
     }
 
     #[test]
@@ -301,15 +390,23 @@ mod tests {
         assert_eq!(it.offerings[0].price, 0.1);
         assert_eq!(it.offerings[1].price, 0.035);
         assert!(matches!(Catalog::parse("{}"), Err(CatalogError::Parse(_))));
-        assert!(matches!(Catalog::parse(&json.replace("x1.large", "x1")), Err(CatalogError::Invalid { .. })));
+        assert!(matches!(
+            Catalog::parse(&json.replace("x1.large", "x1")),
+            Err(CatalogError::Invalid { .. })
+        ));
     }
 
     /// The model against the published prices in `../shared/data` (absent on a user's clone).
     #[test]
     fn price_model_tracks_published_prices() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/ec2-catalog-us-east-1.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/data/ec2-catalog-us-east-1.json"
+        );
         let Ok(text) = std::fs::read_to_string(path) else {
-            eprintln!("skipping: {path} is absent (it exists only beside the project in CI and on developer machines)");
+            eprintln!(
+                "skipping: {path} is absent (it exists only beside the project in CI and on developer machines)"
+            );
             return;
         };
         let published = Catalog::parse(&text).unwrap();
@@ -317,7 +414,11 @@ mod tests {
         let mut errors: Vec<f64> = published
             .facts
             .iter()
-            .filter_map(|f| f.on_demand_usd_per_hour.filter(|p| *p > 0.0).map(|p| ((model.on_demand(f) - p) / p).abs()))
+            .filter_map(|f| {
+                f.on_demand_usd_per_hour
+                    .filter(|p| *p > 0.0)
+                    .map(|p| ((model.on_demand(f) - p) / p).abs())
+            })
             .collect();
         errors.sort_by(f64::total_cmp);
         let median = errors[errors.len() / 2];

@@ -1,5 +1,7 @@
 //! `berth`: the user's command line.
 
+mod plan;
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +41,22 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions Berth installs (NodePool, NodeClaim, EC2NodeClass).
     Crds,
+    /// One scheduling decision, offline: what would Berth launch for these manifests?
+    ///
+    /// Reads NodePools and EC2NodeClasses (v1 or v1beta1), Pods, Deployments, ReplicaSets,
+    /// StatefulSets and Jobs (expanded to their pods), DaemonSets, Nodes (existing capacity),
+    /// PodDisruptionBudgets, PersistentVolumeClaims and PersistentVolumes.
+    Plan {
+        /// Manifest files (multi-document YAML or JSON); `-` reads stdin.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Instance-type catalog (JSON, see docs/plan.md); default: the built-in us-east-1 one.
+        #[arg(long, env = "BERTH_CATALOG")]
+        catalog: Option<PathBuf>,
+        /// Output format.
+        #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json", "yaml"])]
+        output: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +75,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate { files } => Ok(convert_files(&files, false)?),
         Command::Crds => {
             print!("{}", berth_api::crds::all_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan {
+            files,
+            catalog,
+            output,
+        } => {
+            let catalog = match catalog {
+                Some(path) => berth_catalog::Catalog::parse(&read(&path)?)
+                    .with_context(|| format!("reading catalog {}", path.display()))?,
+                None => berth_catalog::Catalog::builtin(),
+            };
+            let inputs = files
+                .iter()
+                .map(|path| {
+                    Ok((
+                        if path.as_os_str() == "-" {
+                            "<stdin>".to_owned()
+                        } else {
+                            path.display().to_string()
+                        },
+                        read(path)?,
+                    ))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            print!("{}", plan::run(&inputs, &catalog, &output)?);
             Ok(ExitCode::SUCCESS)
         }
     }
