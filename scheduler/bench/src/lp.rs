@@ -5,7 +5,8 @@
 //! ```text
 //! minimise Σ_t price_t · x_t
 //! subject to Σ_t alloc_{t,r} · x_t ≥ Σ_pods request_r   for r in cpu, memory, pods, GPUs, ...
-//!            Σ_{t fits one anti-affinity pod} x_t ≥ K   (K pods need K distinct nodes)
+//!            Σ_{t fits one anti-affinity pod} x_t ≥ K   (the largest hostname anti-affinity
+//!                                                      group's K pods need K distinct nodes)
 //!            x_t ≥ 0
 //! ```
 //!
@@ -40,16 +41,26 @@ pub fn lower_bound(input: &SchedulingInput, plan: &Plan) -> anyhow::Result<f64> 
         for p in &placed {
             add(&mut need, &effective_requests(p));
         }
-        let anti: Vec<&&Pod> = placed
-            .iter()
-            .filter(|p| {
-                p.pod_anti_affinity.as_ref().is_some_and(|a| {
-                    a.required
-                        .iter()
-                        .any(|t| t.topology_key == labels::HOSTNAME)
-                })
-            })
-            .collect();
+        // Pods of one hostname anti-affinity group need distinct nodes; different groups may
+        // share, so the bound needs as many nodes as the largest group has pods.
+        let mut groups: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
+        for p in &placed {
+            for t in p
+                .pod_anti_affinity
+                .iter()
+                .flat_map(|a| &a.required)
+                .filter(|t| t.topology_key == labels::HOSTNAME)
+            {
+                groups
+                    .entry(format!("{:?}", t.label_selector))
+                    .or_default()
+                    .push(p);
+            }
+        }
+        let anti: Vec<&Pod> = groups
+            .into_values()
+            .max_by_key(Vec::len)
+            .unwrap_or_default();
         let smallest_anti = anti
             .iter()
             .map(|p| effective_requests(p))

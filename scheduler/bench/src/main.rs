@@ -34,6 +34,14 @@ enum Workload {
         #[arg(long, default_value_t = 1000)]
         pods: usize,
     },
+    /// 200 Deployments on the real EC2 catalog (built in, or --catalog FILE).
+    CatalogMix {
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+        /// A catalog in `berth plan`'s format, e.g. ../shared/data/ec2-catalog-us-east-1.json.
+        #[arg(long)]
+        catalog: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +58,21 @@ fn main() -> anyhow::Result<()> {
             report(
                 &format!("karpenter-mix {pods} (generic part only)"),
                 &generic,
+                runs,
+            )?;
+        }
+        Workload::CatalogMix { pods, catalog } => {
+            let (name, catalog) = match catalog {
+                Some(path) => (
+                    path.display().to_string(),
+                    berth_catalog::Catalog::parse(&std::fs::read_to_string(&path)?)?,
+                ),
+                None => ("built-in".to_owned(), berth_catalog::Catalog::builtin()),
+            };
+            let input = workloads::catalog_mix(pods, seed, &catalog);
+            report(
+                &format!("catalog-mix {pods} ({name} catalog)"),
+                &input,
                 runs,
             )?;
         }
@@ -83,6 +106,27 @@ fn report(name: &str, input: &SchedulingInput, runs: usize) -> anyhow::Result<()
         bound,
         plan.stats.new_price / bound,
     );
+    if std::env::var_os("BERTH_BENCH_VERBOSE").is_some() {
+        for c in &plan.new_node_claims {
+            let it = input
+                .node_pools
+                .iter()
+                .flat_map(|p| &p.instance_types)
+                .find(|t| Some(&t.name) == c.instance_types.first().map(|o| &o.name));
+            let alloc = it.map(|t| t.allocatable()).unwrap_or_default();
+            println!(
+                "  {:<16} ${:<8.4} pods {:>5} cpu {:>7.1}/{:<7.1} mem {:>7.1}/{:<7.1} GiB options {}",
+                c.instance_types.first().map_or("", |o| o.name.as_str()),
+                c.price,
+                c.pods.len(),
+                c.requests.get("cpu") as f64 / 1000.0,
+                alloc.get("cpu") as f64 / 1000.0,
+                c.requests.get("memory") as f64 / 1000.0 / (1u64 << 30) as f64,
+                alloc.get("memory") as f64 / 1000.0 / (1u64 << 30) as f64,
+                c.instance_types.len()
+            );
+        }
+    }
     if let Some(u) = plan.unschedulable.first() {
         println!("  first unschedulable: {} — {}", u.pod, u.reason);
     }

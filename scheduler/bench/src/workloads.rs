@@ -192,3 +192,133 @@ pub fn karpenter_mix(n: usize, seed: u64) -> SchedulingInput {
 pub fn karpenter_mix_generic_only(n: usize, seed: u64) -> SchedulingInput {
     input(karpenter_pods(n, seed, true))
 }
+
+/// `catalog-mix`: the real EC2 catalog, one NodePool (families c, m, r of generation > 4,
+/// amd64 and arm64, on-demand and spot), two DaemonSets, and 200 Deployments with heavy-tailed
+/// replica counts scaled to `n` pods; requests in the ratios of web (2 GiB/CPU), batch
+/// (1 GiB/CPU) and memory-heavy (8 GiB/CPU) services, 100m–8 CPU and 128Mi–32Gi. A few
+/// Deployments spread on zone; a few use hostname anti-affinity.
+pub fn catalog_mix(n: usize, seed: u64, catalog: &berth_catalog::Catalog) -> SchedulingInput {
+    use berth_scheduler_core::allocatable::KubeletSettings;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut pool = node_pool();
+    pool.requirements = vec![
+        Requirement::new(labels::INSTANCE_CATEGORY, Operator::In, &["c", "m", "r"]),
+        Requirement::new(labels::INSTANCE_GENERATION, Operator::Gt, &["4"]),
+        Requirement::new(labels::ARCH, Operator::In, &["amd64", "arm64"]),
+        Requirement::new(labels::CAPACITY_TYPE, Operator::In, &["on-demand", "spot"]),
+    ];
+    let types = catalog.instance_types(
+        &KubeletSettings::default(),
+        berth_catalog::DEFAULT_ROOT_VOLUME_BYTES,
+    );
+
+    struct Deployment {
+        replicas: f64,
+        cpu: i64,
+        memory: i64,
+        spread: bool,
+        anti: bool,
+    }
+    const CPUS: [i64; 8] = [100, 250, 250, 500, 500, 1000, 2000, 8000];
+    let mut deployments: Vec<Deployment> = (0..200)
+        .map(|i| {
+            let tail = rng.random_range(0..100) < 4;
+            let replicas = if tail {
+                rng.random_range(500..1500)
+            } else {
+                rng.random_range(1..=20)
+            } as f64;
+            let cpu = CPUS[rng.random_range(0..CPUS.len())];
+            let gib_per_cpu = match rng.random_range(0..100) {
+                0..60 => 2.0,
+                60..85 => 1.0,
+                _ => 8.0,
+            };
+            let memory =
+                ((cpu as f64 / 1000.0 * gib_per_cpu * 1024.0) as i64).clamp(128, 32 * 1024) * MI;
+            let anti = !tail && i % 37 == 5;
+            let spread = !anti && i % 23 == 7;
+            Deployment {
+                replicas,
+                cpu,
+                memory,
+                spread,
+                anti,
+            }
+        })
+        .collect();
+    let total: f64 = deployments.iter().map(|d| d.replicas).sum();
+    let scale = n as f64 / total;
+    for d in &mut deployments {
+        d.replicas = (d.replicas * scale).round().max(1.0);
+        if d.anti {
+            d.replicas = d.replicas.min(30.0);
+        }
+    }
+    let mut pods = Vec::new();
+    for (i, d) in deployments.iter().enumerate() {
+        let app = format!("app-{i:03}");
+        for r in 0..d.replicas as usize {
+            if pods.len() >= n {
+                break;
+            }
+            let mut p = Pod::new("default", &format!("{app}-{r}"));
+            p.unschedulable = true;
+            p.labels.insert("app".into(), app.clone());
+            p.owner = Some(OwnerReference {
+                kind: "ReplicaSet".into(),
+                name: app.clone(),
+                uid: app.clone(),
+            });
+            p.containers = vec![
+                Resources::new()
+                    .with(resource::CPU, d.cpu)
+                    .with(resource::MEMORY, d.memory * 1000),
+            ];
+            if d.spread {
+                p.topology_spread =
+                    vec![spread(labels::TOPOLOGY_ZONE, selector("app", app.clone()))];
+            }
+            if d.anti {
+                p.pod_anti_affinity = Some(PodAffinity {
+                    required: vec![PodAffinityTerm {
+                        label_selector: Some(selector("app", app.clone())),
+                        topology_key: labels::HOSTNAME.into(),
+                        ..Default::default()
+                    }],
+                    preferred: vec![],
+                });
+            }
+            pods.push(p);
+        }
+    }
+    let daemon = |name: &str, cpu: i64, mem_mi: i64| {
+        let mut template = Pod::new("kube-system", name);
+        template.containers = vec![
+            Resources::new()
+                .with(resource::CPU, cpu)
+                .with(resource::MEMORY, mem_mi * MI * 1000),
+        ];
+        DaemonSet {
+            key: ObjectKey::new("kube-system", name),
+            template,
+        }
+    };
+    SchedulingInput {
+        now: SystemTime::UNIX_EPOCH,
+        node_pools: vec![NodePoolInput {
+            node_pool: pool,
+            instance_types: types,
+        }],
+        nodes: vec![],
+        node_claims: vec![],
+        daemon_sets: vec![
+            daemon("log-agent", 100, 128),
+            daemon("metrics-agent", 200, 256),
+        ],
+        pods,
+        pod_disruption_budgets: vec![],
+        namespaces: vec![],
+    }
+}

@@ -146,6 +146,8 @@ struct PoolType {
     room: Resources,
     capacity: Resources,
     daemon_overhead: Resources,
+    /// The cheapest available offering the NodePool allows (USD/hour).
+    price: f64,
 }
 
 struct PreparedPool {
@@ -177,6 +179,49 @@ struct OpenClaim {
     charge: Resources,
     /// Per resource the most room any option has (a quick upper bound for fitting).
     max_room: Resources,
+    /// The room of the type this claim is filled toward (see [`best_shape`]): pods that
+    /// would outgrow it go to other claims, so nodes stay the cheapest shape for the workload.
+    cap: Option<Resources>,
+}
+
+/// Among `options` of `pool` whose room holds `first`, the type that absorbs `demand` (in its
+/// CPU:memory mix) at the lowest price per unit absorbed; its room.
+fn best_shape(
+    pool: &PreparedPool,
+    options: &[usize],
+    first: &Resources,
+    demand: &Resources,
+) -> Option<Resources> {
+    options
+        .iter()
+        .map(|&o| &pool.types[o])
+        .filter(|t| t.price.is_finite() && fits(first, &t.room))
+        .map(|t| {
+            let absorb = [resource::CPU, resource::MEMORY]
+                .iter()
+                .filter(|r| demand.get(r) > 0)
+                .map(|r| t.room.get(r).max(0) as f64 / demand.get(r) as f64)
+                .fold(f64::INFINITY, f64::min);
+            (
+                if absorb.is_finite() {
+                    t.price / absorb.max(1e-12)
+                } else {
+                    t.price
+                },
+                t,
+            )
+        })
+        // Equal cost per unit (within rounding): the larger type, which fragments less.
+        .min_by(|a, b| {
+            if (a.0 - b.0).abs() <= 1e-9 * a.0.abs().max(b.0.abs()) {
+                b.1.room
+                    .get(resource::CPU)
+                    .cmp(&a.1.room.get(resource::CPU))
+            } else {
+                a.0.total_cmp(&b.0)
+            }
+        })
+        .map(|(_, t)| t.room.clone())
 }
 
 /// Whether no pending pod could still join the claim.
@@ -357,12 +402,14 @@ fn prepare_pools(input: &SchedulingInput) -> Vec<PreparedPool> {
                     }
                     let mut room = it.allocatable();
                     pod::sub(&mut room, &daemon_overhead);
+                    let price = cheapest_offering(it, &reqs).map_or(f64::INFINITY, |o| o.0);
                     types.push(PoolType {
                         index,
                         reqs,
                         room,
                         capacity: it.capacity.clone(),
                         daemon_overhead,
+                        price,
                     });
                 }
                 // Cheapest first, so that option lists come out ordered.
@@ -865,6 +912,15 @@ pub fn solve(input: &SchedulingInput) -> Plan {
         pools: &pools,
         infos: &infos,
         smallest: smallest.unwrap_or_default(),
+        demand: pending.iter().fold(Resources::new(), |mut acc, &i| {
+            let r = &infos[i].requests;
+            acc.set(resource::CPU, acc.get(resource::CPU) + r.get(resource::CPU));
+            acc.set(
+                resource::MEMORY,
+                acc.get(resource::MEMORY) + r.get(resource::MEMORY),
+            );
+            acc
+        }),
         track,
     };
     let mut st = State {
@@ -876,6 +932,7 @@ pub fn solve(input: &SchedulingInput) -> Plan {
         unschedulable,
         stats,
         open_from: 0,
+        respect_caps: true,
         host_cursor: BTreeMap::new(),
     };
 
@@ -929,6 +986,8 @@ struct State {
     stats: SolveStats,
     /// Claims before this index have no room for any pending pod.
     open_from: usize,
+    /// Whether claims keep to their cost-optimal shape; lifted for a pod nothing else takes.
+    respect_caps: bool,
     /// Per (hostname group, threshold): claims before the index already hold at least the
     /// threshold of the group's pods, so a pod whose hostname anti-affinity or spread caps the
     /// group per node at that threshold skips them. Counts only grow, so this only advances.
@@ -936,11 +995,17 @@ struct State {
 }
 
 impl State {
-    fn new_claim(pool_idx: usize, pool: &PreparedPool) -> OpenClaim {
+    fn new_claim(
+        pool_idx: usize,
+        pool: &PreparedPool,
+        first: &Resources,
+        demand: &Resources,
+    ) -> OpenClaim {
         let options: Vec<usize> = (0..pool.types.len()).collect();
         OpenClaim {
             pool: pool_idx,
             reqs: Requirements::new(),
+            cap: best_shape(pool, &options, first, demand),
             max_room: max_room(pool, &options),
             options,
             pods: Vec::new(),
@@ -974,6 +1039,7 @@ impl State {
                 view,
                 universes,
                 &self.topo,
+                self.respect_caps,
             ),
         }
     }
@@ -998,7 +1064,7 @@ impl State {
             {
                 continue;
             }
-            let mut claim = Self::new_claim(pool_idx, pool);
+            let mut claim = Self::new_claim(pool_idx, pool, &cx.infos[pi].requests, &cx.demand);
             let index = self.claims.len();
             if try_add(
                 cx,
@@ -1011,6 +1077,7 @@ impl State {
                 view,
                 universes,
                 &self.topo,
+                self.respect_caps,
             ) {
                 self.claims.push(claim);
                 return Some(index);
@@ -1107,39 +1174,48 @@ impl State {
         let mut claim_cursor = 0;
         for &pi in pods {
             let mut outcome = None;
-            'views: for (vi, view) in class.views.iter().enumerate() {
-                let universes = &class.universes[vi];
-                let mut bi = if class.topology { 0 } else { bin_cursor };
-                while bi < self.bins.len() {
-                    if self.try_target(cx, &Target::Bin(bi), pi, view, universes) {
-                        outcome = Some(Target::Bin(bi));
-                        break 'views;
+            'caps: for respect in [true, false] {
+                self.respect_caps = respect;
+                'views: for (vi, view) in class.views.iter().enumerate() {
+                    let universes = &class.universes[vi];
+                    let mut bi = if class.topology { 0 } else { bin_cursor };
+                    while bi < self.bins.len() {
+                        if self.try_target(cx, &Target::Bin(bi), pi, view, universes) {
+                            outcome = Some(Target::Bin(bi));
+                            break 'views;
+                        }
+                        bi += 1;
                     }
-                    bi += 1;
-                }
-                if !class.topology && vi == 0 {
-                    bin_cursor = bi;
-                }
-                let mut ci = if class.topology {
-                    self.open_from.max(self.host_skip(&cx.input.pods[pi], view))
-                } else {
-                    claim_cursor.max(self.open_from)
-                };
-                while ci < self.claims.len() {
-                    if self.try_target(cx, &Target::Claim(ci), pi, view, universes) {
+                    if !class.topology && vi == 0 && respect {
+                        bin_cursor = bi;
+                    }
+                    let mut ci = if class.topology {
+                        self.open_from.max(self.host_skip(&cx.input.pods[pi], view))
+                    } else if respect {
+                        claim_cursor.max(self.open_from)
+                    } else {
+                        self.open_from
+                    };
+                    while ci < self.claims.len() {
+                        if self.try_target(cx, &Target::Claim(ci), pi, view, universes) {
+                            outcome = Some(Target::Claim(ci));
+                            break 'views;
+                        }
+                        ci += 1;
+                    }
+                    if !class.topology && vi == 0 && respect {
+                        claim_cursor = ci;
+                    }
+                    if let Some(ci) = self.open_claim(cx, pi, view, universes) {
                         outcome = Some(Target::Claim(ci));
                         break 'views;
                     }
-                    ci += 1;
                 }
-                if !class.topology && vi == 0 {
-                    claim_cursor = ci;
-                }
-                if let Some(ci) = self.open_claim(cx, pi, view, universes) {
-                    outcome = Some(Target::Claim(ci));
-                    break 'views;
+                if outcome.is_some() {
+                    break 'caps;
                 }
             }
+            self.respect_caps = true;
             match outcome {
                 Some(target) => {
                     self.commit(cx, pi, &target);
@@ -1201,14 +1277,61 @@ impl State {
         target: &Target,
     ) {
         let mut refused = vec![false; classes.len()];
+        // A claim is filled toward one instance type: the option that absorbs the remaining
+        // demand (in its CPU:memory mix) at the lowest price, so nodes come out the shape of
+        // the cheapest type for the workload rather than of the largest.
+        let shape = match *target {
+            Target::Bin(_) => None,
+            Target::Claim(ci) => {
+                let mut demand = Resources::new();
+                for (k, class) in classes.iter().enumerate() {
+                    let left = (class.pods.len() - next[k]) as i64;
+                    if left > 0 {
+                        let r = &cx.infos[class.pods[next[k]]].requests;
+                        demand.set(
+                            resource::CPU,
+                            demand.get(resource::CPU) + r.get(resource::CPU) * left,
+                        );
+                        demand.set(
+                            resource::MEMORY,
+                            demand.get(resource::MEMORY) + r.get(resource::MEMORY) * left,
+                        );
+                    }
+                }
+                let c = &self.claims[ci];
+                let pool = &cx.pools[c.pool];
+                c.options
+                    .iter()
+                    .map(|&o| &pool.types[o])
+                    .filter(|t| t.price.is_finite() && fits(&c.requests, &t.room))
+                    .map(|t| {
+                        let absorb = [resource::CPU, resource::MEMORY]
+                            .iter()
+                            .filter(|r| demand.get(r) > 0)
+                            .map(|r| {
+                                (t.room.get(r) - c.requests.get(r)).max(0) as f64
+                                    / demand.get(r) as f64
+                            })
+                            .fold(f64::INFINITY, f64::min);
+                        (t.price / absorb.max(1e-12), t)
+                    })
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, t)| t.room.clone())
+            }
+        };
         loop {
             let (capacity, room) = match *target {
                 Target::Bin(bi) => (self.bins[bi].capacity.clone(), self.bins[bi].free.clone()),
                 Target::Claim(ci) => {
                     let c = &self.claims[ci];
-                    let mut room = c.max_room.clone();
+                    let cap = c
+                        .cap
+                        .clone()
+                        .or_else(|| shape.clone())
+                        .unwrap_or_else(|| c.max_room.clone());
+                    let mut room = cap.clone();
                     pod::sub(&mut room, &c.requests);
-                    (c.max_room.clone(), room)
+                    (cap, room)
                 }
             };
             let mut best: Option<(f64, usize)> = None;
@@ -1267,6 +1390,8 @@ struct Cx<'a> {
     infos: &'a [PodInfo],
     /// The smallest request of any pending pod.
     smallest: Resources,
+    /// The CPU and memory all pending pods request.
+    demand: Resources,
     /// Whether placements must be recorded for topology.
     track: bool,
 }
@@ -1458,6 +1583,7 @@ fn try_add(
     view: &View,
     universes: &[BTreeSet<String>],
     topo: &Topology,
+    respect_cap: bool,
 ) -> bool {
     let pool = &cx.pools[claim.pool];
     let np = &cx.input.node_pools[pool.input].node_pool;
@@ -1470,7 +1596,13 @@ fn try_add(
     }
     // Quick refusals before narrowing options: no option has room, or a constraint on a
     // domain the claim already has fails.
-    if !claim.requests.fits_with(&info.requests, &claim.max_room) {
+    if !claim.requests.fits_with(&info.requests, &claim.max_room)
+        || (respect_cap
+            && claim
+                .cap
+                .as_ref()
+                .is_some_and(|cap| !claim.requests.fits_with(&info.requests, cap)))
+    {
         return false;
     }
     let mut requests = claim.requests.clone();

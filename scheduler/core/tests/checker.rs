@@ -37,7 +37,8 @@ fn dropped_and_duplicated_pods() {
 
 #[test]
 fn overfull_claim() {
-    let inp = input(vec![pool("default")], pods("a", 20, 1000, gib(1)));
+    // Each pod needs more than a t3.medium's 1.93 allocatable cpu.
+    let inp = input(vec![pool("default")], pods("a", 20, 3000, gib(1)));
     let mut plan = solver::solve(&inp);
     plan.new_node_claims[0].instance_types.insert(
         0,

@@ -517,7 +517,7 @@ fn preferred_anti_affinity_is_honoured_then_relaxed() {
     let mut np = pool("one");
     np.limits = Resources::new().with(resource::NODES, 1000);
     let plan = solve(&input(vec![np], pods));
-    assert!(plan.unschedulable.is_empty());
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
     assert_eq!(plan.new_node_claims.len(), 1);
 }
 
