@@ -256,6 +256,15 @@ pub fn catalog_mix(n: usize, seed: u64, catalog: &berth_catalog::Catalog) -> Sch
             d.replicas = d.replicas.min(30.0);
         }
     }
+    // Rounding leaves the total off by a little: the largest Deployment takes the difference.
+    let sum: f64 = deployments.iter().map(|d| d.replicas).sum();
+    if let Some(largest) = deployments
+        .iter_mut()
+        .filter(|d| !d.anti)
+        .max_by(|a, b| a.replicas.total_cmp(&b.replicas))
+    {
+        largest.replicas = (largest.replicas + n as f64 - sum).max(1.0);
+    }
     let mut pods = Vec::new();
     for (i, d) in deployments.iter().enumerate() {
         let app = format!("app-{i:03}");

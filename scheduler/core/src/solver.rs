@@ -1505,18 +1505,7 @@ fn type_ok(
     remaining: Option<&Resources>,
     limits: &Resources,
 ) -> bool {
-    fits(requests, &t.room)
-        && t.reqs.admits(reqs).is_ok()
-        && remaining.is_none_or(|rem| {
-            limits.iter().all(|(name, _)| {
-                let need = if name == resource::NODES {
-                    1000
-                } else {
-                    t.capacity.get(name)
-                };
-                need <= rem.get(name)
-            })
-        })
+    room_and_limits_ok(t, requests, remaining, limits) && t.reqs.admits(reqs).is_ok()
 }
 
 /// Limits left for one claim of `pool`: limit − used − what other claims charge.
