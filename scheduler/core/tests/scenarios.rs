@@ -1031,3 +1031,260 @@ fn priority_goes_first_when_capacity_is_short() {
     assert_eq!(claim_of(&plan, "high").pods.len(), 1);
     assert!(reason_of(&plan, "low").contains("limit nodes=1"));
 }
+
+// ---- more resources ------------------------------------------------------------------------------
+
+#[test]
+fn ephemeral_storage_counts() {
+    // 20Gi root volumes: 20Gi − 1Gi kube-reserved − 10 % eviction = 17Gi allocatable.
+    let mut p = pod("scratch", 500, gib(1));
+    p.containers[0].set(resource::EPHEMERAL_STORAGE, gib(18));
+    let plan = solve(&input(vec![pool("default")], vec![p]));
+    assert!(
+        reason_of(&plan, "scratch").starts_with("needs 18Gi ephemeral-storage"),
+        "{}",
+        reason_of(&plan, "scratch")
+    );
+    let mut p = pod("scratch", 500, gib(1));
+    p.containers[0].set(resource::EPHEMERAL_STORAGE, gib(8));
+    let plan = solve(&input(
+        vec![pool("default")],
+        pods("s", 0, 0, 0).into_iter().chain([p]).collect(),
+    ));
+    assert_eq!(plan.new_node_claims.len(), 1);
+}
+
+#[test]
+fn hugepages_need_a_type_that_has_them() {
+    let mut p = pod("db", 500, gib(1));
+    p.containers[0].set("hugepages-2Mi", gib(1));
+    let plan = solve(&input(vec![pool("default")], vec![p.clone()]));
+    assert!(reason_of(&plan, "db").starts_with("needs 1Gi hugepages-2Mi"));
+    let mut inp = input(vec![pool("default")], vec![p]);
+    inp.node_pools[0].instance_types[0]
+        .capacity
+        .set("hugepages-2Mi", gib(2));
+    let name = inp.node_pools[0].instance_types[0].name.clone();
+    let plan = solve(&inp);
+    assert_eq!(option_names(claim_of(&plan, "db")), [name.as_str()]);
+}
+
+#[test]
+fn efa_and_neuron_are_extended_resources() {
+    for r in [resource::AWS_EFA, resource::AWS_NEURON, resource::AMD_GPU] {
+        let mut p = pod("x", 500, gib(1));
+        p.containers[0].set(r, 1000);
+        let plan = solve(&input(vec![pool("default")], vec![p]));
+        assert!(reason_of(&plan, "x").contains(r), "{r}");
+    }
+}
+
+#[test]
+fn requests_add_across_containers() {
+    let mut p = pod("multi", 1000, gib(1));
+    p.containers.push(
+        Resources::new()
+            .with(resource::CPU, 1000)
+            .with(resource::MEMORY, gib(1)),
+    );
+    let plan = solve(&input(vec![pool("default")], vec![p]));
+    assert_eq!(claim_of(&plan, "multi").requests.get(resource::CPU), 2000);
+}
+
+// ---- more existing capacity ----------------------------------------------------------------------------
+
+#[test]
+fn existing_nodes_are_filled_in_name_order() {
+    let mut inp = input(vec![pool("default")], vec![pod("a", 1000, gib(1))]);
+    inp.nodes = vec![
+        existing(node("n2", "default", &m5_xlarge(), "us-east-1a"), vec![]),
+        existing(node("n1", "default", &m5_xlarge(), "us-east-1b"), vec![]),
+    ];
+    let plan = solve(&inp);
+    assert_eq!(
+        plan.placements[0].target,
+        NominationTarget::Node("n1".into())
+    );
+}
+
+#[test]
+fn existing_nodes_come_before_in_flight_claims() {
+    let mut claim = NodeClaim::new("default-abc", "default", node_class());
+    claim.requirements = vec![Requirement::new(
+        labels::INSTANCE_TYPE,
+        Operator::In,
+        &["m5.xlarge"],
+    )];
+    let mut inp = input(vec![pool("default")], vec![pod("a", 1000, gib(1))]);
+    inp.node_claims = vec![in_flight(claim, vec![])];
+    inp.nodes = vec![existing(
+        node("n1", "default", &m5_xlarge(), "us-east-1a"),
+        vec![],
+    )];
+    let plan = solve(&inp);
+    assert_eq!(
+        plan.placements[0].target,
+        NominationTarget::Node("n1".into())
+    );
+}
+
+#[test]
+fn in_flight_claim_capacity_comes_from_its_requirements() {
+    // No reported capacity: the smallest type its requirements allow bounds what it takes.
+    let mut claim = NodeClaim::new("default-abc", "default", node_class());
+    claim.requirements = vec![Requirement::new(
+        labels::INSTANCE_TYPE,
+        Operator::In,
+        &["m5.large", "m5.xlarge"],
+    )];
+    let mut inp = input(
+        vec![pool("default")],
+        vec![pod("a", 1500, gib(1)), pod("b", 1500, gib(1))],
+    );
+    inp.node_claims = vec![in_flight(claim, vec![])];
+    let plan = solve(&inp);
+    assert_eq!(
+        plan.placements.len(),
+        1,
+        "an m5.large holds one 1.5-cpu pod"
+    );
+    assert_eq!(plan.new_node_claims.len(), 1);
+}
+
+#[test]
+fn deleting_in_flight_claims_take_nothing() {
+    let mut claim = NodeClaim::new("default-abc", "default", node_class());
+    claim.requirements = vec![Requirement::new(
+        labels::INSTANCE_TYPE,
+        Operator::In,
+        &["m5.xlarge"],
+    )];
+    claim.deleting = true;
+    let mut inp = input(vec![pool("default")], vec![pod("a", 1000, gib(1))]);
+    inp.node_claims = vec![in_flight(claim, vec![])];
+    assert_eq!(solve(&inp).new_node_claims.len(), 1);
+}
+
+#[test]
+fn in_flight_claim_taints_apply() {
+    let mut claim = NodeClaim::new("gitlab-abc", "default", node_class());
+    claim.requirements = vec![Requirement::new(
+        labels::INSTANCE_TYPE,
+        Operator::In,
+        &["m5.xlarge"],
+    )];
+    claim.taints = vec![taint("dedicated", "x", TaintEffect::NoSchedule)];
+    let mut inp = input(vec![pool("default")], vec![pod("a", 1000, gib(1))]);
+    inp.node_claims = vec![in_flight(claim, vec![])];
+    assert_eq!(solve(&inp).new_node_claims.len(), 1);
+}
+
+#[test]
+fn many_pools_by_weight_then_name() {
+    let (a, b) = (pool("a-pool"), pool("b-pool"));
+    let plan = solve(&input(vec![b, a], vec![pod("x", 1000, gib(1))]));
+    assert_eq!(
+        claim_of(&plan, "x").node_pool,
+        "a-pool",
+        "equal weights: by name"
+    );
+}
+
+#[test]
+fn pool_labels_do_not_satisfy_other_pools() {
+    let mut team = pool("team");
+    team.labels.insert("team".into(), "a".into());
+    team.taints = vec![taint("team", "a", TaintEffect::NoSchedule)];
+    let mut p = pod("x", 1000, gib(1));
+    p.node_selector.insert("team".into(), "a".into());
+    // It selects the team pool's label but does not tolerate its taint.
+    let plan = solve(&input(vec![team, pool("default")], vec![p]));
+    let reason = reason_of(&plan, "x");
+    assert!(
+        reason.contains("NodePool team has taint team=a:NoSchedule"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("NodePool default cannot satisfy requirement team In [a]"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn daemon_set_host_ports_block_pods_on_existing_nodes() {
+    let mut ds = daemon_set("exporter", 100, MI * 100_000);
+    ds.template.host_ports = vec![HostPort {
+        ip: String::new(),
+        port: 9100,
+        protocol: Protocol::Tcp,
+    }];
+    let mut p = pod("a", 100, MI * 100_000);
+    p.host_ports = ds.template.host_ports.clone();
+    let mut inp = input(vec![pool("default")], vec![p]);
+    inp.daemon_sets = vec![ds];
+    inp.nodes = vec![existing(
+        node("n1", "default", &m5_xlarge(), "us-east-1a"),
+        vec![],
+    )];
+    let plan = solve(&inp);
+    assert!(
+        plan.placements.is_empty(),
+        "the exporter will hold port 9100 on n1"
+    );
+}
+
+#[test]
+fn volume_zone_outside_the_pool_is_refused() {
+    let mut np = pool("east-a");
+    np.requirements.push(Requirement::new(
+        labels::TOPOLOGY_ZONE,
+        Operator::In,
+        &["us-east-1a"],
+    ));
+    let mut p = pod("db", 1000, gib(1));
+    p.volume_requirements = vec![Requirement::new(
+        labels::TOPOLOGY_ZONE,
+        Operator::In,
+        &["us-east-1c"],
+    )];
+    let plan = solve(&input(vec![np], vec![p]));
+    assert!(reason_of(&plan, "db").contains("topology.kubernetes.io/zone In [us-east-1c]"));
+}
+
+#[test]
+fn min_values_on_the_pod_side_is_honoured_too() {
+    let mut p = pod("flex", 1000, gib(1));
+    p.node_affinity = Some(NodeAffinity {
+        required: vec![NodeSelectorTerm {
+            match_expressions: vec![Requirement {
+                min_values: Some(2),
+                ..Requirement::new(labels::INSTANCE_FAMILY, Operator::In, &["c5", "m5", "r5"])
+            }],
+            match_fields: vec![],
+        }],
+        preferred: vec![],
+    });
+    let plan = solve(&input(vec![pool("default")], vec![p]));
+    let families: std::collections::BTreeSet<&str> = option_names(claim_of(&plan, "flex"))
+        .iter()
+        .map(|n| n.split('.').next().unwrap())
+        .collect();
+    assert!(families.len() >= 2);
+}
+
+#[test]
+fn empty_input_is_an_empty_plan() {
+    let plan = solve(&input(vec![pool("default")], vec![]));
+    assert!(
+        plan.new_node_claims.is_empty()
+            && plan.placements.is_empty()
+            && plan.unschedulable.is_empty()
+    );
+    assert_eq!(plan.stats.pods, 0);
+}
+
+#[test]
+fn no_node_pools_is_explained() {
+    let plan = solve(&input(vec![], vec![pod("a", 100, MI)]));
+    assert_eq!(reason_of(&plan, "a"), "no NodePool exists");
+}

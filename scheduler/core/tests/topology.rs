@@ -534,3 +534,110 @@ fn prefer_no_schedule_pools_are_avoided_when_possible() {
     let plan = solve(&input(vec![soft], vec![pod("a", 1000, gib(1))]));
     assert_eq!(claim_of(&plan, "a").node_pool, "soft");
 }
+
+#[test]
+fn match_label_keys_split_spread_by_revision() {
+    // Two revisions of one app spread independently: matchLabelKeys adds the pod's own
+    // pod-template-hash to the selector.
+    let mk = |name: &str, rev: &str| {
+        let mut p = app(name, "web");
+        p.labels.insert("pod-template-hash".into(), rev.into());
+        let mut c = spread(labels::HOSTNAME, 1, WhenUnsatisfiable::DoNotSchedule, "web");
+        c.match_label_keys = vec!["pod-template-hash".into()];
+        p.topology_spread = vec![c];
+        p
+    };
+    let plan = solve(&input(
+        vec![pool("default")],
+        vec![mk("a", "v1"), mk("b", "v2")],
+    ));
+    // Without matchLabelKeys, two matching pods would need two nodes; here one node holds both.
+    assert_eq!(plan.new_node_claims.len(), 1);
+}
+
+#[test]
+fn mismatch_label_keys_keep_tenants_apart() {
+    let mk = |name: &str, tenant: &str| {
+        let mut p = app(name, "db");
+        p.labels.insert("tenant".into(), tenant.into());
+        let mut t = PodAffinityTerm {
+            label_selector: Some(LabelSelector::default()),
+            topology_key: labels::HOSTNAME.into(),
+            ..Default::default()
+        };
+        t.mismatch_label_keys = vec!["tenant".into()];
+        p.pod_anti_affinity = Some(PodAffinity {
+            required: vec![t],
+            preferred: vec![],
+        });
+        p
+    };
+    let plan = solve(&input(
+        vec![pool("default")],
+        vec![mk("a", "x"), mk("b", "y"), mk("c", "x")],
+    ));
+    for c in &plan.new_node_claims {
+        let tenants: std::collections::BTreeSet<&str> = c
+            .pods
+            .iter()
+            .map(|k| if k.name == "b" { "y" } else { "x" })
+            .collect();
+        assert_eq!(
+            tenants.len(),
+            1,
+            "tenants x and y share a node: {:?}",
+            c.pods
+        );
+    }
+}
+
+#[test]
+fn preferred_pod_affinity_is_honoured() {
+    let it = catalog()
+        .into_iter()
+        .find(|t| t.name == "m5.large")
+        .unwrap();
+    let mut full = node("n1", "default", &it, "us-east-1b");
+    full.allocatable = Resources::new()
+        .with(resource::CPU, 500)
+        .with(resource::MEMORY, gib(1))
+        .with(resource::PODS, 1000);
+    let mut p = app("client", "client");
+    p.pod_affinity = Some(PodAffinity {
+        required: vec![],
+        preferred: vec![WeightedPodAffinityTerm {
+            weight: 50,
+            term: term(labels::TOPOLOGY_ZONE, "db"),
+        }],
+    });
+    let mut inp = input(vec![pool("default")], vec![p]);
+    inp.nodes = vec![existing(full, vec![app("db-0", "db")])];
+    let plan = solve(&inp);
+    assert_eq!(
+        claim_of(&plan, "client").labels[labels::TOPOLOGY_ZONE],
+        "us-east-1b"
+    );
+}
+
+#[test]
+fn spread_and_anti_affinity_together() {
+    let pods: Vec<Pod> = (0..6)
+        .map(|i| {
+            let mut p = app(&format!("ha-{i}"), "ha");
+            p.topology_spread = vec![spread(
+                labels::TOPOLOGY_ZONE,
+                1,
+                WhenUnsatisfiable::DoNotSchedule,
+                "ha",
+            )];
+            p.pod_anti_affinity = Some(PodAffinity {
+                required: vec![term(labels::HOSTNAME, "ha")],
+                preferred: vec![],
+            });
+            p
+        })
+        .collect();
+    let plan = solve(&input(vec![pool("default")], pods));
+    assert_eq!(plan.new_node_claims.len(), 6);
+    assert!(per_zone(&plan).values().all(|n| *n == 2));
+}
