@@ -208,8 +208,8 @@ fn time(t: Option<&meta::Time>) -> SystemTime {
 /// node affinity (the first term, as the kube-scheduler's volume binding does for zonal PVs).
 pub type VolumeLookup<'a> = &'a dyn Fn(&str, &str) -> Option<Vec<m::Requirement>>;
 
-/// A pod (from its spec and status). `prefix` is the path of the pod spec's parent, e.g. `""`
-/// for a Pod or `spec.template.` for a Deployment.
+/// A pod, from its metadata, spec and status. `volumes` resolves a PersistentVolumeClaim
+/// (namespace, name) to the node requirements of its bound volume.
 pub fn pod(p: &core::Pod, volumes: VolumeLookup<'_>) -> Result<m::Pod> {
     let namespace = p
         .metadata
