@@ -170,6 +170,48 @@ impl ValueSet {
         (!self.complement).then_some(&self.values)
     }
 
+    /// Whether something (a value, or absence) satisfies both; the same as
+    /// `!self.intersect(other).is_unsatisfiable()` without building the intersection.
+    pub fn intersects(&self, other: &ValueSet) -> bool {
+        if self.absent_ok && other.absent_ok {
+            return true;
+        }
+        match (self.complement, other.complement) {
+            (false, false) => {
+                let (small, large) = if self.values.len() <= other.values.len() {
+                    (self, other)
+                } else {
+                    (other, self)
+                };
+                small.values.iter().any(|v| large.values.contains(v))
+            }
+            (false, true) => self.values.iter().any(|v| other.allows(Some(v))),
+            (true, false) => other.values.iter().any(|v| self.allows(Some(v))),
+            (true, true) => {
+                let pick = |a: Option<i64>, b: Option<i64>, f: fn(i64, i64) -> i64| match (a, b) {
+                    (Some(a), Some(b)) => Some(f(a, b)),
+                    (a, b) => a.or(b),
+                };
+                match (
+                    pick(self.greater_than, other.greater_than, i64::max),
+                    pick(self.less_than, other.less_than, i64::min),
+                ) {
+                    (Some(g), Some(l)) => {
+                        let excluded: BTreeSet<i64> = self
+                            .values
+                            .iter()
+                            .chain(&other.values)
+                            .filter_map(|v| v.parse::<i64>().ok())
+                            .filter(|n| *n > g && *n < l)
+                            .collect();
+                        i128::from(l) - i128::from(g) - 1 > excluded.len() as i128
+                    }
+                    _ => true,
+                }
+            }
+        }
+    }
+
     /// What both allow.
     pub fn intersect(&self, other: &ValueSet) -> ValueSet {
         let pick = |a: Option<i64>, b: Option<i64>, f: fn(i64, i64) -> i64| match (a, b) {
@@ -323,13 +365,10 @@ impl Requirements {
     /// Whether a node described by `self` (its keys are all the labels it can have: an unlisted
     /// key means the label is absent) can satisfy `pod`. `Err` names the first conflict.
     pub fn admits(&self, pod: &Requirements) -> Result<(), Conflict> {
+        let absent = ValueSet::does_not_exist();
         for (key, wanted) in &pod.0 {
-            let available = self
-                .0
-                .get(key)
-                .cloned()
-                .unwrap_or_else(ValueSet::does_not_exist);
-            if available.intersect(wanted).is_unsatisfiable() {
+            let available = self.0.get(key).unwrap_or(&absent);
+            if !available.intersects(wanted) {
                 return Err(Conflict {
                     key: key.clone(),
                     wanted: wanted.to_string(),
@@ -479,6 +518,40 @@ mod tests {
                 .intersect(&set(Operator::NotIn, &["3"]))
                 .is_unsatisfiable()
         );
+    }
+
+    #[test]
+    fn intersects_agrees_with_intersect() {
+        let ops: &[(Operator, &[&str])] = &[
+            (Operator::In, &["1", "2", "a"]),
+            (Operator::In, &["3"]),
+            (Operator::NotIn, &["2"]),
+            (Operator::NotIn, &["1", "2", "3"]),
+            (Operator::Exists, &[]),
+            (Operator::DoesNotExist, &[]),
+            (Operator::Gt, &["1"]),
+            (Operator::Gte, &["3"]),
+            (Operator::Lt, &["3"]),
+            (Operator::Lte, &["2"]),
+            (Operator::Gt, &["2"]),
+            (Operator::Lt, &["2"]),
+        ];
+        for (a_op, a_values) in ops {
+            for (b_op, b_values) in ops {
+                let (a, b) = (set(*a_op, a_values), set(*b_op, b_values));
+                for (x, y) in [
+                    (&a, &b),
+                    (&a.intersect(&b), &set(Operator::NotIn, &["3"])),
+                    (&a.intersect(&b), &set(Operator::Lt, &["3"])),
+                ] {
+                    assert_eq!(
+                        x.intersects(y),
+                        !x.intersect(y).is_unsatisfiable(),
+                        "{x} vs {y}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
