@@ -483,8 +483,11 @@ fn pod_domains<'a>(input: &'a SchedulingInput, plan: &Plan) -> Vec<(&'a Pod, Lab
     out
 }
 
+const NEW_NODE: &str = "\u{0}new-node";
+
 /// Every domain of `key` a pod may run in: eligible nodes, and every offering of every
-/// NodePool it tolerates whose labels satisfy the pool and the pod.
+/// NodePool it tolerates whose labels satisfy the pool and the pod (for hostname, one
+/// placeholder domain standing for any new node).
 fn reachable_domains(
     input: &SchedulingInput,
     p: &Pod,
@@ -492,9 +495,7 @@ fn reachable_domains(
     honor_affinity: bool,
     honor_taints: bool,
 ) -> Option<BTreeSet<String>> {
-    if key == labels::HOSTNAME {
-        return None; // a new node can always be a domain of its own
-    }
+    let hostname = key == labels::HOSTNAME;
     let mut out = BTreeSet::new();
     for n in input
         .nodes
@@ -506,8 +507,14 @@ fn reachable_domains(
         {
             continue;
         }
-        if let Some(d) = n.node.labels.get(key) {
-            out.insert(d.clone());
+        let name = n
+            .node
+            .labels
+            .get(key)
+            .cloned()
+            .or_else(|| hostname.then(|| n.node.name.clone()));
+        if let Some(d) = name {
+            out.insert(d);
         }
     }
     for npi in input.node_pools.iter().filter(|np| {

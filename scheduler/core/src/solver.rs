@@ -573,6 +573,8 @@ struct View {
     /// Topology keys whose domain must be known on a node this pod joins (filled in once
     /// every class's constraints are registered).
     pin_keys: Vec<String>,
+    /// The owned topology groups the pod counts in (filled in with `pin_keys`).
+    owner_groups: Vec<usize>,
 }
 
 /// What all pods of a class share.
@@ -630,12 +632,14 @@ fn views_for(
         constraints: with_preferred_affinity,
         tolerate_prefer_no_schedule: false,
         pin_keys: vec![],
+        owner_groups: vec![],
     }];
     views.push(View {
         alternatives: with_terms(preferred_terms.len()),
         constraints: all_spread.clone(),
         tolerate_prefer_no_schedule: false,
         pin_keys: vec![],
+        owner_groups: vec![],
     });
     for n in (0..preferred_terms.len()).rev() {
         views.push(View {
@@ -643,6 +647,7 @@ fn views_for(
             constraints: all_spread.clone(),
             tolerate_prefer_no_schedule: false,
             pin_keys: vec![],
+            owner_groups: vec![],
         });
     }
     views.push(View {
@@ -650,12 +655,14 @@ fn views_for(
         constraints: required.clone(),
         tolerate_prefer_no_schedule: false,
         pin_keys: vec![],
+        owner_groups: vec![],
     });
     views.push(View {
         alternatives: base.to_vec(),
         constraints: required,
         tolerate_prefer_no_schedule: true,
         pin_keys: vec![],
+        owner_groups: vec![],
     });
     views.dedup();
     views
@@ -774,10 +781,16 @@ pub fn solve(input: &SchedulingInput) -> Plan {
         .collect();
 
     // Classes: pods with identical scheduling needs.
+    let selector_keys = selector_keys(
+        pending
+            .iter()
+            .map(|&i| &input.pods[i])
+            .chain(input.nodes.iter().flat_map(|n| &n.pods)),
+    );
     let mut by_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for &i in &pending {
         by_key
-            .entry(class_key(&input.pods[i], &infos[i]))
+            .entry(class_key(&input.pods[i], &infos[i], &selector_keys))
             .or_default()
             .push(i);
     }
@@ -852,6 +865,7 @@ pub fn solve(input: &SchedulingInput) -> Plan {
         let p = &input.pods[class.pods[0]];
         for view in &mut class.views {
             view.pin_keys = topo.keys_for(p, &view.constraints);
+            view.owner_groups = topo.owner_groups_of(p);
         }
         class.topology |= topo
             .spread_owners
@@ -1414,11 +1428,16 @@ fn claim_domain(reqs: &Requirements, index: usize, key: &str) -> Option<String> 
 }
 
 /// Everything that makes two pods schedule differently, as a string.
-fn class_key(p: &Pod, info: &PodInfo) -> String {
-    let topology =
-        !p.topology_spread.is_empty() || p.pod_affinity.is_some() || p.pod_anti_affinity.is_some();
+fn class_key(p: &Pod, info: &PodInfo, selector_keys: &BTreeSet<String>) -> String {
+    // Labels matter only where some selector reads them (spread, affinity); keeping only
+    // those keys keeps classes large.
+    let labels: Vec<(&String, &String)> = p
+        .labels
+        .iter()
+        .filter(|(k, _)| selector_keys.contains(*k))
+        .collect();
     format!(
-        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}",
+        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}",
         p.priority,
         info.requests,
         p.node_selector,
@@ -1427,14 +1446,38 @@ fn class_key(p: &Pod, info: &PodInfo) -> String {
         p.volume_requirements,
         p.host_ports,
         p.key.namespace,
-        // Labels matter only to topology (selectors); keep classes large otherwise.
-        topology.then_some((
-            &p.labels,
-            &p.topology_spread,
-            &p.pod_affinity,
-            &p.pod_anti_affinity
-        )),
+        labels,
+        p.topology_spread,
+        p.pod_affinity,
+        p.pod_anti_affinity,
     )
+}
+
+/// Every label key a spread or affinity selector of these pods reads.
+fn selector_keys<'a>(pods: impl Iterator<Item = &'a Pod>) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let mut add = |sel: Option<&crate::model::LabelSelector>, extra: &[String]| {
+        if let Some(sel) = sel {
+            keys.extend(sel.match_labels.keys().cloned());
+            keys.extend(sel.match_expressions.iter().map(|e| e.key.clone()));
+        }
+        keys.extend(extra.iter().cloned());
+    };
+    for p in pods {
+        for c in &p.topology_spread {
+            add(c.label_selector.as_ref(), &c.match_label_keys);
+        }
+        for a in [&p.pod_affinity, &p.pod_anti_affinity]
+            .into_iter()
+            .flatten()
+        {
+            for t in a.required.iter().chain(a.preferred.iter().map(|w| &w.term)) {
+                add(t.label_selector.as_ref(), &t.match_label_keys);
+                add(None, &t.mismatch_label_keys);
+            }
+        }
+    }
+    keys
 }
 
 fn constraints_allow(
@@ -1452,7 +1495,7 @@ fn constraints_allow(
             None => matches!(c, Constraint::AntiAffinity { .. }),
         }
     }) && !topo.anti_forbids(p, domain_of)
-        && topo.owners_allow(p, domain_of)
+        && topo.owners_allow(&view.owner_groups, domain_of)
 }
 
 fn bin_accepts(

@@ -366,35 +366,48 @@ impl Topology {
         }
     }
 
-    /// Whether adding `p` in these domains keeps every registered owner's spread.
-    pub fn owners_allow(&self, p: &Pod, domain_of: &dyn Fn(&str) -> Option<String>) -> bool {
-        let affinity_ok = self.affinity_owners.iter().all(|&g| {
+    /// Whether adding a pod that counts in `groups` (see [`Self::owner_groups_of`]) in these
+    /// domains keeps every registered owner's spread and affinity.
+    pub fn owners_allow(
+        &self,
+        groups: &[usize],
+        domain_of: &dyn Fn(&str) -> Option<String>,
+    ) -> bool {
+        groups.iter().all(|&g| {
             let group = &self.groups[g];
-            if !group.matches(p) {
+            let Some(d) = domain_of(&group.key.topology_key) else {
                 return true;
-            }
-            domain_of(&group.key.topology_key)
-                .is_none_or(|d| group.count(&d) > 0 || group.total() == 0)
-        });
-        affinity_ok
-            && self.spread_owners.iter().all(|(&g, owners)| {
-                let group = &self.groups[g];
-                if !group.matches(p) {
-                    return true;
-                }
-                let Some(d) = domain_of(&group.key.topology_key) else {
-                    return true;
-                };
-                owners.iter().all(|(max_skew, min_domains, universe)| {
-                    let min = if min_domains.is_some_and(|m| (universe.len() as i64) < i64::from(m))
-                    {
-                        0
-                    } else {
-                        universe.iter().map(|u| group.count(u)).min().unwrap_or(0)
-                    };
-                    group.count(&d) + 1 - min <= *max_skew
-                })
-            })
+            };
+            let affinity_ok =
+                !self.affinity_owners.contains(&g) || group.count(&d) > 0 || group.total() == 0;
+            affinity_ok
+                && self.spread_owners.get(&g).into_iter().flatten().all(
+                    |(max_skew, min_domains, universe)| {
+                        let min = if min_domains
+                            .is_some_and(|m| (universe.len() as i64) < i64::from(m))
+                        {
+                            0
+                        } else {
+                            universe.iter().map(|u| group.count(u)).min().unwrap_or(0)
+                        };
+                        group.count(&d) + 1 - min <= *max_skew
+                    },
+                )
+        })
+    }
+
+    /// The owned groups (spread or affinity of pending pods) that `p` counts in.
+    pub fn owner_groups_of(&self, p: &Pod) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .spread_owners
+            .keys()
+            .chain(&self.affinity_owners)
+            .copied()
+            .filter(|&g| self.groups[g].matches(p))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Topology keys whose domain must be known when `p` is placed: those its own

@@ -217,6 +217,13 @@ proptest! {
     fn every_plan_passes_the_checker(inp in arb_input()) {
         let plan = solver::solve(&inp);
         let violations = check(&inp, &plan);
+        if !violations.is_empty() && std::env::var_os("BERTH_DEBUG").is_some() {
+            for pl in &plan.placements {
+                let p = inp.pods.iter().find(|p| p.key == pl.pod).unwrap();
+                eprintln!("{} -> {:?} labels {:?} spread {} ", pl.pod, pl.target, p.labels, p.topology_spread.len());
+            }
+            for n in &inp.nodes { eprintln!("node {} arch {:?} bound {}", n.node.name, n.node.labels.get("kubernetes.io/arch"), n.pods.len()); }
+        }
         prop_assert!(violations.is_empty(), "{violations:#?}");
         for u in &plan.unschedulable {
             prop_assert!(!u.reason.is_empty());

@@ -641,3 +641,29 @@ fn spread_and_anti_affinity_together() {
     assert_eq!(plan.new_node_claims.len(), 6);
     assert!(per_zone(&plan).values().all(|n| *n == 2));
 }
+
+#[test]
+fn pods_counted_by_a_spread_respect_it_on_existing_nodes() {
+    let it = catalog()
+        .into_iter()
+        .find(|t| t.name == "m5.8xlarge")
+        .unwrap();
+    let mut owner = app("owner", "web");
+    owner.topology_spread = vec![spread(
+        labels::HOSTNAME,
+        1,
+        WhenUnsatisfiable::DoNotSchedule,
+        "web",
+    )];
+    let mut pods = vec![owner];
+    pods.extend((0..10).map(|i| app(&format!("w{i}"), "web")));
+    let mut inp = input(vec![pool("default")], pods);
+    inp.nodes = vec![existing(node("n1", "default", &it, "us-east-1a"), vec![])];
+    let plan = solve(&inp);
+    let on_n1 = plan
+        .placements
+        .iter()
+        .filter(|p| p.target == berth_scheduler_core::sync::NominationTarget::Node("n1".into()))
+        .count();
+    assert!(on_n1 <= 1, "{on_n1} web pods on n1");
+}
