@@ -535,11 +535,14 @@ fn reachable_domains(
                     price: 0.0,
                 };
                 let l = option_labels(&claim, it, &o.zone, o.capacity_type.as_str());
-                if np.requirements.iter().all(|r| labels_match(&l, r))
-                    && pod_matches_labels(p, &l)
-                    && let Some(d) = l.get(key)
+                if np.requirements.iter().all(|r| labels_match(&l, r)) && pod_matches_labels(p, &l)
                 {
-                    out.insert(d.clone());
+                    if hostname {
+                        // A new node would be a domain of its own, holding none yet.
+                        out.insert(NEW_NODE.to_owned());
+                    } else if let Some(d) = l.get(key) {
+                        out.insert(d.clone());
+                    }
                 }
             }
         }
