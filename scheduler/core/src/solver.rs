@@ -1427,6 +1427,26 @@ fn claim_domain(reqs: &Requirements, index: usize, key: &str) -> Option<String> 
     }
 }
 
+/// The domain claim `index` already has for `key`: itself for hostname, else a value its
+/// requirements or its pool's template pin.
+fn current_domain(
+    claim: &OpenClaim,
+    pool: &PreparedPool,
+    index: usize,
+    key: &str,
+) -> Option<String> {
+    if key == labels::HOSTNAME {
+        Some(format!("new:{index}"))
+    } else {
+        claim
+            .reqs
+            .get(key)
+            .and_then(ValueSet::single)
+            .or_else(|| pool.template.get(key).and_then(ValueSet::single))
+            .map(str::to_owned)
+    }
+}
+
 /// Everything that makes two pods schedule differently, as a string.
 fn class_key(p: &Pod, info: &PodInfo, selector_keys: &BTreeSet<String>) -> String {
     // Labels matter only where some selector reads them (spread, affinity); keeping only
@@ -1641,19 +1661,7 @@ fn try_add(
     add(&mut requests, &info.requests);
     let owned_keys = &view.pin_keys;
     if !owned_keys.is_empty() && !claim.pods.is_empty() {
-        let host = format!("new:{index}");
-        let known = |k: &str| {
-            if k == labels::HOSTNAME {
-                Some(host.clone())
-            } else {
-                claim
-                    .reqs
-                    .get(k)
-                    .and_then(ValueSet::single)
-                    .or_else(|| pool.template.get(k).and_then(ValueSet::single))
-                    .map(str::to_owned)
-            }
-        };
+        let known = |k: &str| current_domain(claim, pool, index, k);
         if owned_keys.iter().all(|k| known(k).is_some())
             && !constraints_allow(p, view, universes, topo, &known)
         {
@@ -1679,19 +1687,7 @@ fn try_add(
                 room_and_limits_ok(&pool.types[o], &requests, remaining.as_ref(), &pool.limits)
             })
             .collect();
-        let host = format!("new:{index}");
-        let domain = |k: &str| {
-            if k == labels::HOSTNAME {
-                Some(host.clone())
-            } else {
-                claim
-                    .reqs
-                    .get(k)
-                    .and_then(ValueSet::single)
-                    .or_else(|| pool.template.get(k).and_then(ValueSet::single))
-                    .map(str::to_owned)
-            }
-        };
+        let domain = |k: &str| current_domain(claim, pool, index, k);
         if !options.is_empty()
             && min_values_hold(&claim.reqs, pool, &options)
             && constraints_allow(p, view, universes, topo, &domain)
