@@ -441,23 +441,39 @@ fn cheapest_offering(
     it: &InstanceType,
     reqs: &Requirements,
 ) -> Option<(f64, String, CapacityType)> {
+    cheapest_offering_in(
+        it,
+        reqs.get(labels::TOPOLOGY_ZONE),
+        reqs.get(labels::CAPACITY_TYPE),
+    )
+}
+
+/// The cheapest available offering in the allowed zones and capacity types (`None`: any).
+fn cheapest_offering_in(
+    it: &InstanceType,
+    zones: Option<&ValueSet>,
+    capacity_types: Option<&ValueSet>,
+) -> Option<(f64, String, CapacityType)> {
     it.offerings
         .iter()
         .filter(|o| o.available)
-        .filter(|o| {
-            reqs.get(labels::TOPOLOGY_ZONE)
-                .is_none_or(|z| z.allows(Some(&o.zone)))
-        })
-        .filter(|o| {
-            reqs.get(labels::CAPACITY_TYPE)
-                .is_none_or(|c| c.allows(Some(o.capacity_type.as_str())))
-        })
+        .filter(|o| zones.is_none_or(|z| z.allows(Some(&o.zone))))
+        .filter(|o| capacity_types.is_none_or(|c| c.allows(Some(o.capacity_type.as_str()))))
         .map(|o| (o.price, o.zone.clone(), o.capacity_type))
         .min_by(|a, b| {
             a.0.total_cmp(&b.0)
                 .then_with(|| a.1.cmp(&b.1))
                 .then_with(|| a.2.cmp(&b.2))
         })
+}
+
+/// What both sets of requirements allow for one key (`None`: neither constrains it).
+fn key_values(a: &Requirements, b: &Requirements, key: &str) -> Option<ValueSet> {
+    match (a.get(key), b.get(key)) {
+        (Some(x), Some(y)) => Some(x.intersect(y)),
+        (Some(x), None) | (None, Some(x)) => Some(x.clone()),
+        (None, None) => None,
+    }
 }
 
 fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize>) {
@@ -712,9 +728,9 @@ fn universe(
         }
         for t in &pool.types {
             for alt in alternatives {
-                if let Ok(r) = t.reqs.intersect(alt)
-                    && t.reqs.admits(alt).is_ok()
-                    && let Some(values) = r.get(key).and_then(ValueSet::finite_values)
+                if t.reqs.admits(alt).is_ok()
+                    && let Some(values) = key_values(&t.reqs, alt, key)
+                    && let Some(values) = values.finite_values()
                 {
                     out.extend(values.iter().cloned());
                 }
@@ -816,6 +832,8 @@ pub fn solve(input: &SchedulingInput) -> Plan {
         .collect();
     for class in &mut classes {
         let p = &input.pods[class.pods[0]];
+        // Views share constraints: compute each (key, node inclusion policies) once.
+        let mut memo: BTreeMap<(String, (bool, bool)), BTreeSet<String>> = BTreeMap::new();
         class.universes = class
             .views
             .iter()
@@ -823,15 +841,20 @@ pub fn solve(input: &SchedulingInput) -> Plan {
                 v.constraints
                     .iter()
                     .map(|c| {
-                        universe(
-                            input,
-                            &pools,
-                            &bins,
-                            p,
-                            &infos[class.pods[0]].alternatives,
-                            &topo.groups[c.group()].key.topology_key,
-                            c,
-                        )
+                        let key = &topo.groups[c.group()].key.topology_key;
+                        memo.entry((key.clone(), input_spread(p, c, key)))
+                            .or_insert_with(|| {
+                                universe(
+                                    input,
+                                    &pools,
+                                    &bins,
+                                    p,
+                                    &infos[class.pods[0]].alternatives,
+                                    key,
+                                    c,
+                                )
+                            })
+                            .clone()
                     })
                     .collect()
             })
@@ -1805,7 +1828,13 @@ fn pin_domains(
         let narrowed: Vec<usize> = options
             .iter()
             .copied()
-            .filter(|&o| pool.types[o].reqs.admits(&pinned).is_ok())
+            // The options already admit every other key: only the pinned one can narrow them.
+            .filter(|&o| {
+                pool.types[o]
+                    .reqs
+                    .get(key)
+                    .is_some_and(|vs| vs.allows(Some(&d)))
+            })
             .collect();
         if narrowed.is_empty() {
             continue;
@@ -1873,24 +1902,36 @@ fn finish_claim(c: &OpenClaim, pools: &[PreparedPool], input: &SchedulingInput) 
         .template
         .intersect(&c.reqs)
         .unwrap_or_else(|_| pool.template.clone());
-    let mut options: Vec<(InstanceTypeOption, &PoolType)> = c
+    // The options already satisfy the claim's requirements (they were narrowed as pods came):
+    // only the zone and capacity type, which pick the offering, need intersecting.
+    let mut options: Vec<(
+        InstanceTypeOption,
+        &PoolType,
+        Option<ValueSet>,
+        Option<ValueSet>,
+    )> = c
         .options
         .iter()
         .filter_map(|&o| {
             let t = &pool.types[o];
             let it = &npi.instance_types[t.index];
-            let merged = t.reqs.intersect(&reqs).ok()?;
-            cheapest_offering(it, &merged).map(|(price, zone, capacity_type)| {
-                (
-                    InstanceTypeOption {
-                        name: it.name.clone(),
-                        price,
-                        zone,
-                        capacity_type,
-                    },
-                    t,
-                )
-            })
+            let zones = key_values(&t.reqs, &reqs, labels::TOPOLOGY_ZONE);
+            let capacity_types = key_values(&t.reqs, &reqs, labels::CAPACITY_TYPE);
+            cheapest_offering_in(it, zones.as_ref(), capacity_types.as_ref()).map(
+                |(price, zone, capacity_type)| {
+                    (
+                        InstanceTypeOption {
+                            name: it.name.clone(),
+                            price,
+                            zone,
+                            capacity_type,
+                        },
+                        t,
+                        zones,
+                        capacity_types,
+                    )
+                },
+            )
         })
         .collect();
     options.sort_by(|a, b| {
@@ -1906,24 +1947,18 @@ fn finish_claim(c: &OpenClaim, pools: &[PreparedPool], input: &SchedulingInput) 
     );
     let mut zones = BTreeSet::new();
     let mut capacity_types = BTreeSet::new();
-    for (_, t) in &options {
-        if let Some(z) = t.reqs.intersect(&reqs).ok().and_then(|r| {
-            r.get(labels::TOPOLOGY_ZONE)
-                .and_then(|z| z.finite_values().cloned())
-        }) {
-            zones.extend(z);
+    for (_, _, z, ct) in &options {
+        if let Some(values) = z.as_ref().and_then(ValueSet::finite_values) {
+            zones.extend(values.iter().cloned());
         }
-        if let Some(ct) = t.reqs.intersect(&reqs).ok().and_then(|r| {
-            r.get(labels::CAPACITY_TYPE)
-                .and_then(|c| c.finite_values().cloned())
-        }) {
-            capacity_types.extend(ct);
+        if let Some(values) = ct.as_ref().and_then(ValueSet::finite_values) {
+            capacity_types.extend(values.iter().cloned());
         }
     }
     requirements_set.add(labels::TOPOLOGY_ZONE, ValueSet::one_of(zones));
     requirements_set.add(labels::CAPACITY_TYPE, ValueSet::one_of(capacity_types));
     let mut requests = c.requests.clone();
-    if let Some((_, t)) = options.first() {
+    if let Some((_, t, _, _)) = options.first() {
         add(&mut requests, &t.daemon_overhead);
     }
     let mut labels = np.labels.clone();
@@ -1935,7 +1970,7 @@ fn finish_claim(c: &OpenClaim, pools: &[PreparedPool], input: &SchedulingInput) 
         taints: np.taints.clone(),
         startup_taints: np.startup_taints.clone(),
         price: options.first().map_or(0.0, |o| o.0.price),
-        instance_types: options.into_iter().map(|(o, _)| o).collect(),
+        instance_types: options.into_iter().map(|(o, ..)| o).collect(),
         pods: c.pods.iter().map(|&i| input.pods[i].key.clone()).collect(),
         requests,
     }
