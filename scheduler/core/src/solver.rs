@@ -467,11 +467,18 @@ fn cheapest_offering_in(
         })
 }
 
-/// What both sets of requirements allow for one key (`None`: neither constrains it).
-fn key_values(a: &Requirements, b: &Requirements, key: &str) -> Option<ValueSet> {
+/// What both sets of requirements allow for one key (`None`: neither constrains it);
+/// borrowed when only one does.
+fn key_values<'a>(
+    a: &'a Requirements,
+    b: &'a Requirements,
+    key: &str,
+) -> Option<std::borrow::Cow<'a, ValueSet>> {
+    use std::borrow::Cow;
     match (a.get(key), b.get(key)) {
-        (Some(x), Some(y)) => Some(x.intersect(y)),
-        (Some(x), None) | (None, Some(x)) => Some(x.clone()),
+        (Some(x), Some(y)) if x == y => Some(Cow::Borrowed(x)),
+        (Some(x), Some(y)) => Some(Cow::Owned(x.intersect(y))),
+        (Some(x), None) | (None, Some(x)) => Some(Cow::Borrowed(x)),
         (None, None) => None,
     }
 }
@@ -730,7 +737,7 @@ fn universe(
             for alt in alternatives {
                 if t.reqs.admits(alt).is_ok()
                     && let Some(values) = key_values(&t.reqs, alt, key)
-                    && let Some(values) = values.finite_values()
+                    && let Some(values) = values.as_ref().finite_values()
                 {
                     out.extend(values.iter().cloned());
                 }
@@ -1904,12 +1911,8 @@ fn finish_claim(c: &OpenClaim, pools: &[PreparedPool], input: &SchedulingInput) 
         .unwrap_or_else(|_| pool.template.clone());
     // The options already satisfy the claim's requirements (they were narrowed as pods came):
     // only the zone and capacity type, which pick the offering, need intersecting.
-    let mut options: Vec<(
-        InstanceTypeOption,
-        &PoolType,
-        Option<ValueSet>,
-        Option<ValueSet>,
-    )> = c
+    type Values<'a> = Option<std::borrow::Cow<'a, ValueSet>>;
+    let mut options: Vec<(InstanceTypeOption, &PoolType, Values<'_>, Values<'_>)> = c
         .options
         .iter()
         .filter_map(|&o| {
@@ -1917,7 +1920,7 @@ fn finish_claim(c: &OpenClaim, pools: &[PreparedPool], input: &SchedulingInput) 
             let it = &npi.instance_types[t.index];
             let zones = key_values(&t.reqs, &reqs, labels::TOPOLOGY_ZONE);
             let capacity_types = key_values(&t.reqs, &reqs, labels::CAPACITY_TYPE);
-            cheapest_offering_in(it, zones.as_ref(), capacity_types.as_ref()).map(
+            cheapest_offering_in(it, zones.as_deref(), capacity_types.as_deref()).map(
                 |(price, zone, capacity_type)| {
                     (
                         InstanceTypeOption {
@@ -1948,10 +1951,10 @@ fn finish_claim(c: &OpenClaim, pools: &[PreparedPool], input: &SchedulingInput) 
     let mut zones = BTreeSet::new();
     let mut capacity_types = BTreeSet::new();
     for (_, _, z, ct) in &options {
-        if let Some(values) = z.as_ref().and_then(ValueSet::finite_values) {
+        if let Some(values) = z.as_deref().and_then(ValueSet::finite_values) {
             zones.extend(values.iter().cloned());
         }
-        if let Some(values) = ct.as_ref().and_then(ValueSet::finite_values) {
+        if let Some(values) = ct.as_deref().and_then(ValueSet::finite_values) {
             capacity_types.extend(values.iter().cloned());
         }
     }
