@@ -454,16 +454,25 @@ fn cheapest_offering_in(
     zones: Option<&ValueSet>,
     capacity_types: Option<&ValueSet>,
 ) -> Option<(f64, String, CapacityType)> {
+    cheapest_offering_ref(it, zones, capacity_types)
+        .map(|o| (o.price, o.zone.clone(), o.capacity_type))
+}
+
+fn cheapest_offering_ref<'a>(
+    it: &'a InstanceType,
+    zones: Option<&ValueSet>,
+    capacity_types: Option<&ValueSet>,
+) -> Option<&'a crate::model::Offering> {
     it.offerings
         .iter()
         .filter(|o| o.available)
         .filter(|o| zones.is_none_or(|z| z.allows(Some(&o.zone))))
         .filter(|o| capacity_types.is_none_or(|c| c.allows(Some(o.capacity_type.as_str()))))
-        .map(|o| (o.price, o.zone.clone(), o.capacity_type))
         .min_by(|a, b| {
-            a.0.total_cmp(&b.0)
-                .then_with(|| a.1.cmp(&b.1))
-                .then_with(|| a.2.cmp(&b.2))
+            a.price
+                .total_cmp(&b.price)
+                .then_with(|| a.zone.cmp(&b.zone))
+                .then_with(|| a.capacity_type.cmp(&b.capacity_type))
         })
 }
 
@@ -1912,7 +1921,7 @@ fn finish_claim(c: &OpenClaim, pools: &[PreparedPool], input: &SchedulingInput) 
     // The options already satisfy the claim's requirements (they were narrowed as pods came):
     // only the zone and capacity type, which pick the offering, need intersecting.
     type Values<'a> = Option<std::borrow::Cow<'a, ValueSet>>;
-    let mut options: Vec<(InstanceTypeOption, &PoolType, Values<'_>, Values<'_>)> = c
+    let mut options: Vec<(&crate::model::Offering, &PoolType, Values<'_>, Values<'_>)> = c
         .options
         .iter()
         .filter_map(|&o| {
@@ -1920,33 +1929,30 @@ fn finish_claim(c: &OpenClaim, pools: &[PreparedPool], input: &SchedulingInput) 
             let it = &npi.instance_types[t.index];
             let zones = key_values(&t.reqs, &reqs, labels::TOPOLOGY_ZONE);
             let capacity_types = key_values(&t.reqs, &reqs, labels::CAPACITY_TYPE);
-            cheapest_offering_in(it, zones.as_deref(), capacity_types.as_deref()).map(
-                |(price, zone, capacity_type)| {
-                    (
-                        InstanceTypeOption {
-                            name: it.name.clone(),
-                            price,
-                            zone,
-                            capacity_type,
-                        },
-                        t,
-                        zones,
-                        capacity_types,
-                    )
-                },
-            )
+            cheapest_offering_ref(it, zones.as_deref(), capacity_types.as_deref())
+                .map(|offering| (offering, t, zones, capacity_types))
         })
         .collect();
+    let name = |t: &PoolType| npi.instance_types[t.index].name.as_str();
     options.sort_by(|a, b| {
         a.0.price
             .total_cmp(&b.0.price)
-            .then_with(|| a.0.name.cmp(&b.0.name))
+            .then_with(|| name(a.1).cmp(name(b.1)))
     });
     options.truncate(MAX_INSTANCE_TYPES);
+    let chosen: Vec<InstanceTypeOption> = options
+        .iter()
+        .map(|(o, t, ..)| InstanceTypeOption {
+            name: name(t).to_owned(),
+            price: o.price,
+            zone: o.zone.clone(),
+            capacity_type: o.capacity_type,
+        })
+        .collect();
     let mut requirements_set = reqs.clone();
     requirements_set.add(
         labels::INSTANCE_TYPE,
-        ValueSet::one_of(options.iter().map(|o| o.0.name.clone())),
+        ValueSet::one_of(chosen.iter().map(|o| o.name.clone())),
     );
     let mut zones = BTreeSet::new();
     let mut capacity_types = BTreeSet::new();
@@ -1972,8 +1978,8 @@ fn finish_claim(c: &OpenClaim, pools: &[PreparedPool], input: &SchedulingInput) 
         labels,
         taints: np.taints.clone(),
         startup_taints: np.startup_taints.clone(),
-        price: options.first().map_or(0.0, |o| o.0.price),
-        instance_types: options.into_iter().map(|(o, ..)| o).collect(),
+        price: chosen.first().map_or(0.0, |o| o.price),
+        instance_types: chosen,
         pods: c.pods.iter().map(|&i| input.pods[i].key.clone()).collect(),
         requests,
     }
