@@ -20,6 +20,7 @@
 //!
 //! Deterministic: the same input gives the same plan (every order is total).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Instant, SystemTime};
 
@@ -179,6 +180,8 @@ struct OpenClaim {
     charge: Resources,
     /// Per resource the most room any option has (a quick upper bound for fitting).
     max_room: Resources,
+    /// The claim's hostname domain (`new:<index>`), for topology.
+    host: String,
     /// The room of the type this claim is filled toward (see [`best_shape`]): pods that
     /// would outgrow it go to other claims, so nodes stay the cheapest shape for the workload.
     cap: Option<Resources>,
@@ -940,7 +943,9 @@ pub fn solve(input: &SchedulingInput) -> Plan {
                     .iter()
                     .filter(|p| !matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed))
                 {
-                    topo.record(p, &input.namespaces, &|k| b.domains.get(k).cloned());
+                    topo.record(p, &input.namespaces, &|k| {
+                        b.domains.get(k).map(|d| Cow::Borrowed(d.as_str()))
+                    });
                 }
             }
         }
@@ -1056,6 +1061,7 @@ impl State {
     ) -> OpenClaim {
         let options: Vec<usize> = (0..pool.types.len()).collect();
         OpenClaim {
+            host: String::new(),
             pool: pool_idx,
             reqs: Requirements::new(),
             cap: best_shape(pool, &options, first, demand),
@@ -1119,6 +1125,7 @@ impl State {
             }
             let mut claim = Self::new_claim(pool_idx, pool, &cx.infos[pi].requests, &cx.demand);
             let index = self.claims.len();
+            claim.host = format!("new:{index}");
             if try_add(
                 cx,
                 &mut claim,
@@ -1157,8 +1164,9 @@ impl State {
                 });
                 if cx.track {
                     let b = &self.bins[bi];
-                    self.topo
-                        .record(p, &cx.input.namespaces, &|k| b.domains.get(k).cloned());
+                    self.topo.record(p, &cx.input.namespaces, &|k| {
+                        b.domains.get(k).map(|d| Cow::Borrowed(d.as_str()))
+                    });
                 }
             }
             Target::Claim(ci) => {
@@ -1458,31 +1466,30 @@ fn claim_requirements(pools: &[PreparedPool], c: &OpenClaim) -> Requirements {
 }
 
 /// The domain of new claim `index` for `key`: itself for hostname, else a single value.
-fn claim_domain(reqs: &Requirements, index: usize, key: &str) -> Option<String> {
+fn claim_domain<'a>(reqs: &'a Requirements, index: usize, key: &str) -> Option<Cow<'a, str>> {
     if key == labels::HOSTNAME {
-        Some(format!("new:{index}"))
+        Some(Cow::Owned(format!("new:{index}")))
     } else {
-        reqs.get(key).and_then(ValueSet::single).map(str::to_owned)
+        reqs.get(key).and_then(ValueSet::single).map(Cow::Borrowed)
     }
 }
 
 /// The domain claim `index` already has for `key`: itself for hostname, else a value its
 /// requirements or its pool's template pin.
-fn current_domain(
-    claim: &OpenClaim,
-    pool: &PreparedPool,
-    index: usize,
+fn current_domain<'a>(
+    claim: &'a OpenClaim,
+    pool: &'a PreparedPool,
     key: &str,
-) -> Option<String> {
+) -> Option<Cow<'a, str>> {
     if key == labels::HOSTNAME {
-        Some(format!("new:{index}"))
+        Some(Cow::Borrowed(claim.host.as_str()))
     } else {
         claim
             .reqs
             .get(key)
             .and_then(ValueSet::single)
             .or_else(|| pool.template.get(key).and_then(ValueSet::single))
-            .map(str::to_owned)
+            .map(Cow::Borrowed)
     }
 }
 
@@ -1539,12 +1546,12 @@ fn selector_keys<'a>(pods: impl Iterator<Item = &'a Pod>) -> BTreeSet<String> {
     keys
 }
 
-fn constraints_allow(
+fn constraints_allow<'s>(
     p: &Pod,
     view: &View,
     universes: &[BTreeSet<String>],
     topo: &Topology,
-    domain_of: &dyn Fn(&str) -> Option<String>,
+    domain_of: &dyn Fn(&str) -> Option<Cow<'s, str>>,
 ) -> bool {
     view.constraints.iter().zip(universes).all(|(c, universe)| {
         let key = &topo.groups[c.group()].key.topology_key;
@@ -1575,7 +1582,9 @@ fn bin_accepts(
             .alternatives
             .iter()
             .any(|alt| b.labels_reqs.admits(alt).is_ok())
-        && constraints_allow(p, view, universes, topo, &|k| b.domains.get(k).cloned())
+        && constraints_allow(p, view, universes, topo, &|k| {
+            b.domains.get(k).map(|d| Cow::Borrowed(d.as_str()))
+        })
 }
 
 /// Whether `t` has room for `requests` and fits in the limits left.
@@ -1700,7 +1709,7 @@ fn try_add(
     add(&mut requests, &info.requests);
     let owned_keys = &view.pin_keys;
     if !owned_keys.is_empty() && !claim.pods.is_empty() {
-        let known = |k: &str| current_domain(claim, pool, index, k);
+        let known = |k: &str| current_domain(claim, pool, k);
         if owned_keys.iter().all(|k| known(k).is_some())
             && !constraints_allow(p, view, universes, topo, &known)
         {
@@ -1726,7 +1735,7 @@ fn try_add(
                 room_and_limits_ok(&pool.types[o], &requests, remaining.as_ref(), &pool.limits)
             })
             .collect();
-        let domain = |k: &str| current_domain(claim, pool, index, k);
+        let domain = |k: &str| current_domain(claim, pool, k);
         if !options.is_empty()
             && min_values_hold(&claim.reqs, pool, &options)
             && constraints_allow(p, view, universes, topo, &domain)

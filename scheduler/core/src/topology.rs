@@ -7,6 +7,7 @@
 //! none (anti-affinity)? Running pods' own anti-affinity terms also forbid their domains to
 //! pods they match (Kubernetes' symmetric rule).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{
@@ -291,17 +292,17 @@ impl Topology {
     }
 
     /// Records `p` running in a node whose domains are given by `domain_of`.
-    pub fn record(
+    pub fn record<'s>(
         &mut self,
         p: &Pod,
         namespaces: &[Namespace],
-        domain_of: &dyn Fn(&str) -> Option<String>,
+        domain_of: &dyn Fn(&str) -> Option<Cow<'s, str>>,
     ) {
         for g in &mut self.groups {
             if g.matches(p)
                 && let Some(d) = domain_of(&g.key.topology_key)
             {
-                *g.counts.entry(d).or_default() += 1;
+                *g.counts.entry(d.into_owned()).or_default() += 1;
             }
         }
         if let Some(a) = &p.pod_anti_affinity {
@@ -319,14 +320,14 @@ impl Topology {
                 };
                 let record = AntiRecord {
                     topology_key: term.topology_key.clone(),
-                    domain: domain.clone(),
+                    domain: domain.to_string(),
                     namespaces: term_namespaces(p, term, namespaces),
                     selector,
                 };
                 self.anti
                     .entry(term.topology_key.clone())
                     .or_default()
-                    .entry(domain)
+                    .entry(domain.into_owned())
                     .or_default()
                     .push(record);
             }
@@ -368,10 +369,10 @@ impl Topology {
 
     /// Whether adding a pod that counts in `groups` (see [`Self::owner_groups_of`]) in these
     /// domains keeps every registered owner's spread and affinity.
-    pub fn owners_allow(
+    pub fn owners_allow<'s>(
         &self,
         groups: &[usize],
-        domain_of: &dyn Fn(&str) -> Option<String>,
+        domain_of: &dyn Fn(&str) -> Option<Cow<'s, str>>,
     ) -> bool {
         groups.iter().all(|&g| {
             let group = &self.groups[g];
@@ -428,10 +429,14 @@ impl Topology {
     }
 
     /// Whether running pods' anti-affinity forbids `p` in a node with these domains.
-    pub fn anti_forbids(&self, p: &Pod, domain_of: &dyn Fn(&str) -> Option<String>) -> bool {
+    pub fn anti_forbids<'s>(
+        &self,
+        p: &Pod,
+        domain_of: &dyn Fn(&str) -> Option<Cow<'s, str>>,
+    ) -> bool {
         self.anti.iter().any(|(key, by_domain)| {
             domain_of(key)
-                .and_then(|d| by_domain.get(&d))
+                .and_then(|d| by_domain.get(d.as_ref()))
                 .is_some_and(|records| {
                     records.iter().any(|r| {
                         r.namespaces.contains(&p.key.namespace)
