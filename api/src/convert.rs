@@ -196,6 +196,19 @@ fn is_ec2_node_class(r: &v1beta1::NodeClassReference) -> bool {
         && r.kind.as_deref().is_none_or(|k| k == "EC2NodeClass")
 }
 
+/// Keeps a v1beta1 kubelet block in Karpenter's compatibility annotation, which Karpenter v1
+/// still honours.
+fn keep_kubelet_annotation(
+    metadata: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    kubelet: &v1::KubeletConfiguration,
+) {
+    let json = serde_json::to_string(kubelet).expect("kubelet serialises");
+    metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(labels::KUBELET_COMPATIBILITY.to_owned(), json);
+}
+
 #[derive(Default)]
 struct Cx {
     errors: Vec<ConversionError>,
@@ -333,11 +346,7 @@ impl Cx {
                 );
             } else {
                 // Karpenter v1 still honours this annotation, so behaviour is kept.
-                let json = serde_json::to_string(kubelet).expect("kubelet serialises");
-                metadata
-                    .annotations
-                    .get_or_insert_default()
-                    .insert(labels::KUBELET_COMPATIBILITY.to_owned(), json);
+                keep_kubelet_annotation(&mut metadata, kubelet);
                 self.note(
                     object,
                     "spec.template.spec.kubelet",
@@ -404,11 +413,7 @@ impl Cx {
         let node_class_ref =
             self.node_class_ref(object, "spec.nodeClassRef", spec.node_class_ref.clone())?;
         if let Some(kubelet) = &spec.kubelet {
-            let json = serde_json::to_string(kubelet).expect("kubelet serialises");
-            metadata
-                .annotations
-                .get_or_insert_default()
-                .insert(labels::KUBELET_COMPATIBILITY.to_owned(), json);
+            keep_kubelet_annotation(&mut metadata, kubelet);
             self.note(
                 object,
                 "spec.kubelet",

@@ -376,12 +376,7 @@ fn check_node(
     }
     let running: BTreeSet<&str> = bound
         .iter()
-        .filter_map(|p| {
-            p.owner
-                .as_ref()
-                .filter(|o| o.kind == "DaemonSet")
-                .map(|o| o.name.as_str())
-        })
+        .filter_map(|p| crate::pod::daemon_set_owner(p))
         .collect();
     let mut used = daemon_overhead(input, &node.labels, &node.taints, &running);
     let live: Vec<&Pod> = bound
@@ -627,12 +622,7 @@ pub fn check_topology(input: &SchedulingInput, plan: &Plan) -> Vec<String> {
             (p.pod_anti_affinity.as_ref(), true),
         ] {
             for term in affinity.map(|a| a.required.as_slice()).unwrap_or_default() {
-                let Some(selector) = effective_selector(
-                    p,
-                    term.label_selector.as_ref(),
-                    &term.match_label_keys,
-                    &term.mismatch_label_keys,
-                ) else {
+                let Some(selector) = crate::topology::term_selector(p, term) else {
                     continue;
                 };
                 let ns = term_namespaces(p, term, &input.namespaces);
@@ -678,12 +668,7 @@ pub fn check_topology(input: &SchedulingInput, plan: &Plan) -> Vec<String> {
                 .map(|a| a.required.as_slice())
                 .unwrap_or_default()
             {
-                let Some(selector) = effective_selector(
-                    q,
-                    term.label_selector.as_ref(),
-                    &term.match_label_keys,
-                    &term.mismatch_label_keys,
-                ) else {
+                let Some(selector) = crate::topology::term_selector(q, term) else {
                     continue;
                 };
                 let ns = term_namespaces(q, term, &input.namespaces);

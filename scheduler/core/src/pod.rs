@@ -36,6 +36,14 @@ pub fn effective_requests(pod: &Pod) -> Resources {
     out
 }
 
+/// The DaemonSet that owns the pod, if one does.
+pub fn daemon_set_owner(p: &Pod) -> Option<&str> {
+    p.owner
+        .as_ref()
+        .filter(|o| o.kind == "DaemonSet")
+        .map(|o| o.name.as_str())
+}
+
 /// `into += other`, per resource.
 pub fn add(into: &mut Resources, other: &Resources) {
     into.add(other);

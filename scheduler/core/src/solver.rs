@@ -506,12 +506,7 @@ fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize
         let running_daemons: BTreeSet<&str> = n
             .pods
             .iter()
-            .filter_map(|p| {
-                p.owner
-                    .as_ref()
-                    .filter(|o| o.kind == "DaemonSet")
-                    .map(|o| o.name.as_str())
-            })
+            .filter_map(|p| pod::daemon_set_owner(p))
             .collect();
         for p in n
             .pods

@@ -109,6 +109,16 @@ pub fn effective_selector(
     Some(sel)
 }
 
+/// The selector a pod-affinity term counts with (see [`effective_selector`]).
+pub fn term_selector(owner: &Pod, term: &PodAffinityTerm) -> Option<LabelSelector> {
+    effective_selector(
+        owner,
+        term.label_selector.as_ref(),
+        &term.match_label_keys,
+        &term.mismatch_label_keys,
+    )
+}
+
 /// What a group counts.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GroupKey {
@@ -267,12 +277,7 @@ impl Topology {
             let Some(a) = affinity else { return };
             let pref = a.preferred.iter().filter(|_| preferred).map(|w| &w.term);
             for term in a.required.iter().chain(pref) {
-                let Some(selector) = effective_selector(
-                    p,
-                    term.label_selector.as_ref(),
-                    &term.match_label_keys,
-                    &term.mismatch_label_keys,
-                ) else {
+                let Some(selector) = term_selector(p, term) else {
                     continue; // no selector matches no pods: affinity to nothing is ignored, as kube-scheduler does
                 };
                 let ns = term_namespaces(p, term, namespaces);
@@ -307,15 +312,9 @@ impl Topology {
         }
         if let Some(a) = &p.pod_anti_affinity {
             for term in &a.required {
-                let (Some(selector), Some(domain)) = (
-                    effective_selector(
-                        p,
-                        term.label_selector.as_ref(),
-                        &term.match_label_keys,
-                        &term.mismatch_label_keys,
-                    ),
-                    domain_of(&term.topology_key),
-                ) else {
+                let (Some(selector), Some(domain)) =
+                    (term_selector(p, term), domain_of(&term.topology_key))
+                else {
                     continue;
                 };
                 let record = AntiRecord {
