@@ -70,6 +70,7 @@ fn read(objects: &mut Objects, file: &str, text: &str) -> anyhow::Result<()> {
         if value.is_null() {
             continue;
         }
+        let required = |field: &str| format!("{file}: document {doc}: {field}: required");
         let kind = value
             .get("kind")
             .and_then(Value::as_str)
@@ -121,9 +122,7 @@ fn read(objects: &mut Objects, file: &str, text: &str) -> anyhow::Result<()> {
             ("policy/v1", "PodDisruptionBudget") => objects.pdbs.push(typed(file, doc, value)?),
             ("apps/v1", "Deployment") => {
                 let d: apps::Deployment = typed(file, doc, value)?;
-                let spec = d
-                    .spec
-                    .with_context(|| format!("{file}: document {doc}: spec: required"))?;
+                let spec = d.spec.with_context(|| required("spec"))?;
                 objects.workloads.push((
                     "ReplicaSet".into(),
                     d.metadata,
@@ -133,12 +132,8 @@ fn read(objects: &mut Objects, file: &str, text: &str) -> anyhow::Result<()> {
             }
             ("apps/v1", "ReplicaSet") => {
                 let d: apps::ReplicaSet = typed(file, doc, value)?;
-                let spec = d
-                    .spec
-                    .with_context(|| format!("{file}: document {doc}: spec: required"))?;
-                let template = spec
-                    .template
-                    .with_context(|| format!("{file}: document {doc}: spec.template: required"))?;
+                let spec = d.spec.with_context(|| required("spec"))?;
+                let template = spec.template.with_context(|| required("spec.template"))?;
                 objects.workloads.push((
                     "ReplicaSet".into(),
                     d.metadata,
@@ -148,9 +143,7 @@ fn read(objects: &mut Objects, file: &str, text: &str) -> anyhow::Result<()> {
             }
             ("apps/v1", "StatefulSet") => {
                 let d: apps::StatefulSet = typed(file, doc, value)?;
-                let spec = d
-                    .spec
-                    .with_context(|| format!("{file}: document {doc}: spec: required"))?;
+                let spec = d.spec.with_context(|| required("spec"))?;
                 objects.workloads.push((
                     "StatefulSet".into(),
                     d.metadata,
@@ -160,9 +153,7 @@ fn read(objects: &mut Objects, file: &str, text: &str) -> anyhow::Result<()> {
             }
             ("batch/v1", "Job") => {
                 let d: batch::Job = typed(file, doc, value)?;
-                let spec = d
-                    .spec
-                    .with_context(|| format!("{file}: document {doc}: spec: required"))?;
+                let spec = d.spec.with_context(|| required("spec"))?;
                 let pods = spec
                     .parallelism
                     .unwrap_or(1)
