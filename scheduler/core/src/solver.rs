@@ -35,7 +35,7 @@ use crate::pod::{
 use crate::quantity::Milli;
 use crate::requirements::{Requirements, ValueSet};
 use crate::sync::NominationTarget;
-use crate::topology::{Constraint, Topology};
+use crate::topology::{self, Constraint, DomainId, Gate, KeyId, Topology};
 
 /// At most this many instance types are kept per new NodeClaim (EC2 Fleet's limit on overrides
 /// makes more pointless).
@@ -180,8 +180,11 @@ struct OpenClaim {
     charge: Resources,
     /// Per resource the most room any option has (a quick upper bound for fitting).
     max_room: Resources,
-    /// The claim's hostname domain (`new:<index>`), for topology.
-    host: String,
+    /// The claim's hostname domain (`new:<index>`), interned.
+    host_id: DomainId,
+    /// Per topology key (by id), the domain the claim's requirements or its pool's template
+    /// pin, if any (see [`State::refresh_domains`]).
+    domain_ids: Vec<Option<DomainId>>,
     /// The room of the type this claim is filled toward (see [`best_shape`]): pods that
     /// would outgrow it go to other claims, so nodes stay the cheapest shape for the workload.
     cap: Option<Resources>,
@@ -261,6 +264,8 @@ struct Bin {
     free: Resources,
     host_ports: Vec<HostPort>,
     usable: bool,
+    /// `domains` per topology key id (filled once the keys are known).
+    domain_ids: Vec<Option<DomainId>>,
 }
 
 fn offering_reqs(it: &InstanceType) -> Requirements {
@@ -541,6 +546,7 @@ fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize
             free,
             host_ports,
             usable: n.node.ready && !n.node.unschedulable && !n.node.deleting,
+            domain_ids: Vec::new(),
         });
     }
     let mut claims: Vec<&InFlightClaim> = input.node_claims.iter().collect();
@@ -585,6 +591,7 @@ fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize
             free,
             host_ports: Vec::new(),
             usable: !claim.deleting,
+            domain_ids: Vec::new(),
         });
     }
     (bins, nominated)
@@ -603,6 +610,8 @@ struct View {
     /// Topology keys whose domain must be known on a node this pod joins (filled in once
     /// every class's constraints are registered).
     pin_keys: Vec<String>,
+    /// `pin_keys` but hostname, interned.
+    pin_key_ids: Vec<KeyId>,
     /// The owned topology groups the pod counts in (filled in with `pin_keys`).
     owner_groups: Vec<usize>,
 }
@@ -611,8 +620,8 @@ struct View {
 struct Class {
     pods: Vec<usize>,
     views: Vec<View>,
-    /// Per view, per constraint: every domain the pod could go to.
-    universes: Vec<Vec<BTreeSet<String>>>,
+    /// Per view, per constraint: every domain the pod could go to (sorted).
+    universes: Vec<Vec<Vec<DomainId>>>,
     /// Placement changes what later pods of the class may do (topology), so no cursor.
     topology: bool,
 }
@@ -662,6 +671,7 @@ fn views_for(
         constraints: with_preferred_affinity,
         tolerate_prefer_no_schedule: false,
         pin_keys: vec![],
+        pin_key_ids: vec![],
         owner_groups: vec![],
     }];
     views.push(View {
@@ -669,6 +679,7 @@ fn views_for(
         constraints: all_spread.clone(),
         tolerate_prefer_no_schedule: false,
         pin_keys: vec![],
+        pin_key_ids: vec![],
         owner_groups: vec![],
     });
     for n in (0..preferred_terms.len()).rev() {
@@ -677,6 +688,7 @@ fn views_for(
             constraints: all_spread.clone(),
             tolerate_prefer_no_schedule: false,
             pin_keys: vec![],
+            pin_key_ids: vec![],
             owner_groups: vec![],
         });
     }
@@ -685,6 +697,7 @@ fn views_for(
         constraints: required.clone(),
         tolerate_prefer_no_schedule: false,
         pin_keys: vec![],
+        pin_key_ids: vec![],
         owner_groups: vec![],
     });
     views.push(View {
@@ -692,6 +705,7 @@ fn views_for(
         constraints: required,
         tolerate_prefer_no_schedule: true,
         pin_keys: vec![],
+        pin_key_ids: vec![],
         owner_groups: vec![],
     });
     views.dedup();
@@ -847,7 +861,7 @@ pub fn solve(input: &SchedulingInput) -> Plan {
     for class in &mut classes {
         let p = &input.pods[class.pods[0]];
         // Views share constraints: compute each (key, node inclusion policies) once.
-        let mut memo: BTreeMap<(String, (bool, bool)), BTreeSet<String>> = BTreeMap::new();
+        let mut memo: BTreeMap<(String, (bool, bool)), Vec<DomainId>> = BTreeMap::new();
         class.universes = class
             .views
             .iter()
@@ -858,7 +872,7 @@ pub fn solve(input: &SchedulingInput) -> Plan {
                         let key = &topo.groups[c.group()].key.topology_key;
                         memo.entry((key.clone(), input_spread(p, c, key)))
                             .or_insert_with(|| {
-                                universe(
+                                let mut ids: Vec<DomainId> = universe(
                                     input,
                                     &pools,
                                     &bins,
@@ -867,6 +881,11 @@ pub fn solve(input: &SchedulingInput) -> Plan {
                                     key,
                                     c,
                                 )
+                                .iter()
+                                .map(|d| topo.domains.intern(d))
+                                .collect();
+                                ids.sort_unstable();
+                                ids
                             })
                             .clone()
                     })
@@ -902,6 +921,12 @@ pub fn solve(input: &SchedulingInput) -> Plan {
         let p = &input.pods[class.pods[0]];
         for view in &mut class.views {
             view.pin_keys = topo.keys_for(p, &view.constraints);
+            view.pin_key_ids = view
+                .pin_keys
+                .iter()
+                .filter(|k| *k != labels::HOSTNAME)
+                .map(|k| topo.keys.intern(k))
+                .collect();
             view.owner_groups = topo.owner_groups_of(p);
         }
         class.topology |= topo
@@ -946,6 +971,18 @@ pub fn solve(input: &SchedulingInput) -> Plan {
         }
     }
 
+    // Domains in the hot loop are compared as ids: each bin's, per topology key.
+    let mut bins = bins;
+    for b in &mut bins {
+        b.domain_ids = (0..topo.keys.len())
+            .map(|k| {
+                let name = topo.keys.name(k as KeyId);
+                b.domains.get(name).map(|d| topo.domains.intern(d))
+            })
+            .collect();
+    }
+    let host_key = topo.keys.get(labels::HOSTNAME);
+
     // The smallest request of any pending pod: claims without room for it are full for good,
     // and the scan over claims starts after the leading full ones.
     let mut smallest: Option<Resources> = None;
@@ -965,6 +1002,7 @@ pub fn solve(input: &SchedulingInput) -> Plan {
         pools: &pools,
         infos: &infos,
         smallest: smallest.unwrap_or_default(),
+        host_key,
         demand: pending.iter().fold(Resources::new(), |mut acc, &i| {
             let r = &infos[i].requests;
             acc.set(resource::CPU, acc.get(resource::CPU) + r.get(resource::CPU));
@@ -1056,7 +1094,8 @@ impl State {
     ) -> OpenClaim {
         let options: Vec<usize> = (0..pool.types.len()).collect();
         OpenClaim {
-            host: String::new(),
+            host_id: topology::UNSEEN,
+            domain_ids: Vec::new(),
             pool: pool_idx,
             reqs: Requirements::new(),
             cap: best_shape(pool, &options, first, demand),
@@ -1076,26 +1115,54 @@ impl State {
         target: &Target,
         pi: usize,
         view: &View,
-        universes: &[BTreeSet<String>],
+        gate: &Gate,
     ) -> bool {
         let p = &cx.input.pods[pi];
         let info = &cx.infos[pi];
         match *target {
-            Target::Bin(bi) => bin_accepts(&self.bins[bi], p, info, view, universes, &self.topo),
+            Target::Bin(bi) => bin_accepts(&self.bins[bi], p, info, view, gate, &self.topo),
             Target::Claim(ci) => try_add(
                 cx,
                 &mut self.claims[ci],
-                ci,
                 &mut self.charged,
                 p,
                 pi,
                 info,
                 view,
-                universes,
+                gate,
                 &self.topo,
                 self.respect_caps,
             ),
         }
+    }
+
+    /// The gate of pod `pi` under `view` (`universes`: the view's), against the counts now.
+    fn gate(&self, cx: &Cx<'_>, pi: usize, view: &View, universes: &[Vec<DomainId>]) -> Gate {
+        Gate::new(
+            &self.topo,
+            &cx.input.pods[pi],
+            &view.constraints,
+            universes,
+            &view.owner_groups,
+        )
+    }
+
+    /// Re-reads the domains claim `ci` pins, after its requirements changed.
+    fn refresh_domains(&mut self, cx: &Cx<'_>, ci: usize) {
+        let c = &self.claims[ci];
+        let template = &cx.pools[c.pool].template;
+        let topo = &mut self.topo;
+        let ids = (0..topo.keys.len())
+            .map(|k| {
+                let name = topo.keys.name(k as KeyId);
+                c.reqs
+                    .get(name)
+                    .and_then(ValueSet::single)
+                    .or_else(|| template.get(name).and_then(ValueSet::single))
+                    .map(|d| topo.domains.intern(d))
+            })
+            .collect();
+        self.claims[ci].domain_ids = ids;
     }
 
     /// Opens a new claim for the pod in the first NodePool (by weight) that can host it.
@@ -1104,7 +1171,7 @@ impl State {
         cx: &Cx<'_>,
         pi: usize,
         view: &View,
-        universes: &[BTreeSet<String>],
+        gate: &Gate,
     ) -> Option<usize> {
         let p = &cx.input.pods[pi];
         for (pool_idx, pool) in cx.pools.iter().enumerate() {
@@ -1120,21 +1187,30 @@ impl State {
             }
             let mut claim = Self::new_claim(pool_idx, pool, &cx.infos[pi].requests, &cx.demand);
             let index = self.claims.len();
-            claim.host = format!("new:{index}");
+            claim.host_id = self.topo.domains.intern(&format!("new:{index}"));
+            claim.domain_ids = (0..self.topo.keys.len())
+                .map(|k| {
+                    let name = self.topo.keys.name(k as KeyId);
+                    pool.template
+                        .get(name)
+                        .and_then(ValueSet::single)
+                        .map(|d| self.topo.domains.intern(d))
+                })
+                .collect();
             if try_add(
                 cx,
                 &mut claim,
-                index,
                 &mut self.charged,
                 p,
                 pi,
                 &cx.infos[pi],
                 view,
-                universes,
+                gate,
                 &self.topo,
                 self.respect_caps,
             ) {
                 self.claims.push(claim);
+                self.refresh_domains(cx, index);
                 return Some(index);
             }
         }
@@ -1176,6 +1252,7 @@ impl State {
                     self.topo
                         .record(p, &cx.input.namespaces, &|k| claim_domain(&merged, ci, k));
                 }
+                self.refresh_domains(cx, ci);
             }
         }
     }
@@ -1215,7 +1292,7 @@ impl State {
                 continue;
             }
             let cursor = self.host_cursor.entry((group, threshold)).or_insert(0);
-            while *cursor < self.claims.len() && g.count(&format!("new:{cursor}")) >= threshold {
+            while *cursor < self.claims.len() && g.count(self.claims[*cursor].host_id) >= threshold {
                 *cursor += 1;
             }
             start = start.max(*cursor);
@@ -1233,10 +1310,10 @@ impl State {
             'caps: for respect in [true, false] {
                 self.respect_caps = respect;
                 'views: for (vi, view) in class.views.iter().enumerate() {
-                    let universes = &class.universes[vi];
+                    let gate = self.gate(cx, pi, view, &class.universes[vi]);
                     let mut bi = if class.topology { 0 } else { bin_cursor };
                     while bi < self.bins.len() {
-                        if self.try_target(cx, &Target::Bin(bi), pi, view, universes) {
+                        if self.try_target(cx, &Target::Bin(bi), pi, view, &gate) {
                             outcome = Some(Target::Bin(bi));
                             break 'views;
                         }
@@ -1253,7 +1330,7 @@ impl State {
                         self.open_from
                     };
                     while ci < self.claims.len() {
-                        if self.try_target(cx, &Target::Claim(ci), pi, view, universes) {
+                        if self.try_target(cx, &Target::Claim(ci), pi, view, &gate) {
                             outcome = Some(Target::Claim(ci));
                             break 'views;
                         }
@@ -1262,7 +1339,7 @@ impl State {
                     if !class.topology && vi == 0 && respect {
                         claim_cursor = ci;
                     }
-                    if let Some(ci) = self.open_claim(cx, pi, view, universes) {
+                    if let Some(ci) = self.open_claim(cx, pi, view, &gate) {
                         outcome = Some(Target::Claim(ci));
                         break 'views;
                     }
@@ -1309,7 +1386,8 @@ impl State {
             (0..classes.len()).find(|&k| !exhausted[k] && next[k] < classes[k].pods.len())
         {
             let pi = classes[k].pods[next[k]];
-            match self.open_claim(cx, pi, &classes[k].views[0], &classes[k].universes[0]) {
+            let gate = self.gate(cx, pi, &classes[k].views[0], &classes[k].universes[0]);
+            match self.open_claim(cx, pi, &classes[k].views[0], &gate) {
                 Some(ci) => {
                     next[k] += 1;
                     self.commit(cx, pi, &Target::Claim(ci));
@@ -1406,13 +1484,8 @@ impl State {
             }
             let Some((_, k)) = best else { break };
             let pi = classes[k].pods[next[k]];
-            if self.try_target(
-                cx,
-                target,
-                pi,
-                &classes[k].views[0],
-                &classes[k].universes[0],
-            ) {
+            let gate = self.gate(cx, pi, &classes[k].views[0], &classes[k].universes[0]);
+            if self.try_target(cx, target, pi, &classes[k].views[0], &gate) {
                 next[k] += 1;
                 self.commit(cx, pi, target);
             } else {
@@ -1450,6 +1523,8 @@ struct Cx<'a> {
     demand: Resources,
     /// Whether placements must be recorded for topology.
     track: bool,
+    /// The hostname key's id, if any constraint uses it.
+    host_key: Option<KeyId>,
 }
 
 /// A claim's requirements with its pool's template.
@@ -1469,22 +1544,14 @@ fn claim_domain<'a>(reqs: &'a Requirements, index: usize, key: &str) -> Option<C
     }
 }
 
-/// The domain claim `index` already has for `key`: itself for hostname, else a value its
-/// requirements or its pool's template pin.
-fn current_domain<'a>(
-    claim: &'a OpenClaim,
-    pool: &'a PreparedPool,
-    key: &str,
-) -> Option<Cow<'a, str>> {
-    if key == labels::HOSTNAME {
-        Some(Cow::Borrowed(claim.host.as_str()))
-    } else {
-        claim
-            .reqs
-            .get(key)
-            .and_then(ValueSet::single)
-            .or_else(|| pool.template.get(key).and_then(ValueSet::single))
-            .map(Cow::Borrowed)
+/// The domains of an open claim, by key id (hostname: the claim itself).
+fn claim_domains(c: &OpenClaim, host_key: Option<KeyId>) -> impl Fn(KeyId) -> Option<DomainId> {
+    move |k| {
+        if Some(k) == host_key {
+            Some(c.host_id)
+        } else {
+            c.domain_ids.get(k as usize).copied().flatten()
+        }
     }
 }
 
@@ -1541,30 +1608,12 @@ fn selector_keys<'a>(pods: impl Iterator<Item = &'a Pod>) -> BTreeSet<String> {
     keys
 }
 
-fn constraints_allow<'s>(
-    p: &Pod,
-    view: &View,
-    universes: &[BTreeSet<String>],
-    topo: &Topology,
-    domain_of: &dyn Fn(&str) -> Option<Cow<'s, str>>,
-) -> bool {
-    view.constraints.iter().zip(universes).all(|(c, universe)| {
-        let key = &topo.groups[c.group()].key.topology_key;
-        match domain_of(key) {
-            Some(d) => topo.allows(p, c, &d, universe),
-            // A node without the key: anti-affinity holds trivially; spread and affinity cannot.
-            None => matches!(c, Constraint::AntiAffinity { .. }),
-        }
-    }) && !topo.anti_forbids(p, domain_of)
-        && topo.owners_allow(&view.owner_groups, domain_of)
-}
-
 fn bin_accepts(
     b: &Bin,
     p: &Pod,
     info: &PodInfo,
     view: &View,
-    universes: &[BTreeSet<String>],
+    gate: &Gate,
     topo: &Topology,
 ) -> bool {
     b.usable
@@ -1577,8 +1626,8 @@ fn bin_accepts(
             .alternatives
             .iter()
             .any(|alt| b.labels_reqs.admits(alt).is_ok())
-        && constraints_allow(p, view, universes, topo, &|k| {
-            b.domains.get(k).map(|d| Cow::Borrowed(d.as_str()))
+        && gate.allows(topo, p, &|k| {
+            b.domain_ids.get(k as usize).copied().flatten()
         })
 }
 
@@ -1664,19 +1713,18 @@ fn candidate_domains(
     out.into_iter().collect()
 }
 
-/// Tries to add pod `pi` to `claim` (whose index is `index`), narrowing its options and, for
+/// Tries to add pod `pi` to `claim`, narrowing its options and, for
 /// topology constraints, pinning the domains; leaves it untouched on failure.
 #[allow(clippy::too_many_arguments)]
 fn try_add(
     cx: &Cx<'_>,
     claim: &mut OpenClaim,
-    index: usize,
     charged: &mut [Resources],
     p: &Pod,
     pi: usize,
     info: &PodInfo,
     view: &View,
-    universes: &[BTreeSet<String>],
+    gate: &Gate,
     topo: &Topology,
     respect_cap: bool,
 ) -> bool {
@@ -1703,13 +1751,8 @@ fn try_add(
     let mut requests = claim.requests.clone();
     add(&mut requests, &info.requests);
     let owned_keys = &view.pin_keys;
-    if !owned_keys.is_empty() && !claim.pods.is_empty() {
-        let known = |k: &str| current_domain(claim, pool, k);
-        if owned_keys.iter().all(|k| known(k).is_some())
-            && !constraints_allow(p, view, universes, topo, &known)
-        {
-            return false;
-        }
+    if !gate.allows_known(topo, p, &claim_domains(claim, cx.host_key)) {
+        return false;
     }
     let remaining = remaining_for(pool, &charged[claim.pool], &claim.charge);
     // Keys whose domain must be pinned (hostname is the claim itself).
@@ -1718,10 +1761,15 @@ fn try_add(
         .map(String::as_str)
         .filter(|k| *k != labels::HOSTNAME)
         .collect();
-    // Fast path: a pod that adds no requirement and pins no domain leaves the claim's
-    // requirements as they are, so only room and limits narrow the options.
+    // Fast path: a pod that adds no requirement and needs no domain the claim has not pinned
+    // already leaves the claim's requirements as they are, so only room and limits narrow
+    // the options.
+    let pinned = {
+        let domains = claim_domains(claim, cx.host_key);
+        view.pin_key_ids.iter().all(|&k| domains(k).is_some())
+    };
     let unconstrained = view.alternatives.iter().any(Requirements::is_empty);
-    if unconstrained && keys.is_empty() {
+    if unconstrained && pinned {
         let options: Vec<usize> = claim
             .options
             .iter()
@@ -1730,10 +1778,9 @@ fn try_add(
                 room_and_limits_ok(&pool.types[o], &requests, remaining.as_ref(), &pool.limits)
             })
             .collect();
-        let domain = |k: &str| current_domain(claim, pool, k);
         if !options.is_empty()
             && min_values_hold(&claim.reqs, pool, &options)
-            && constraints_allow(p, view, universes, topo, &domain)
+            && gate.allows(topo, p, &claim_domains(claim, cx.host_key))
         {
             let reqs = std::mem::take(&mut claim.reqs);
             commit_add(claim, pool, charged, reqs, options, requests, p, pi);
@@ -1741,7 +1788,7 @@ fn try_add(
         }
     }
     for alt in &view.alternatives {
-        if unconstrained && keys.is_empty() && alt.is_empty() {
+        if unconstrained && pinned && alt.is_empty() {
             continue; // tried above
         }
         let Ok(reqs) = claim.reqs.intersect(alt) else {
@@ -1765,7 +1812,7 @@ fn try_add(
             continue;
         }
         let Some((reqs, options)) =
-            pin_domains(pool, reqs, options, &keys, p, view, universes, topo, index)
+            pin_domains(pool, reqs, options, &keys, p, view, gate, topo, claim.host_id)
         else {
             continue;
         };
@@ -1815,19 +1862,28 @@ fn pin_domains(
     keys: &[&str],
     p: &Pod,
     view: &View,
-    universes: &[BTreeSet<String>],
+    gate: &Gate,
     topo: &Topology,
-    index: usize,
+    host_id: DomainId,
 ) -> Option<(Requirements, Vec<usize>)> {
     let Some((key, rest)) = keys.split_first() else {
         let merged = pool
             .template
             .intersect(&reqs)
             .unwrap_or_else(|_| reqs.clone());
-        return constraints_allow(p, view, universes, topo, &|k| {
-            claim_domain(&merged, index, k)
-        })
-        .then_some((reqs, options));
+        let host_key = topo.keys.get(labels::HOSTNAME);
+        return gate
+            .allows(topo, p, &|k| {
+                if Some(k) == host_key {
+                    Some(host_id)
+                } else {
+                    merged
+                        .get(topo.keys.name(k))
+                        .and_then(ValueSet::single)
+                        .map(|d| topo.domain(d))
+                }
+            })
+            .then_some((reqs, options));
     };
     let mut candidates = candidate_domains(pool, &options, &reqs, key);
     // Least-loaded first (for spread), by the first constraint on the key.
@@ -1837,7 +1893,7 @@ fn pin_domains(
         .find(|c| topo.groups[c.group()].key.topology_key == *key)
     {
         let g = &topo.groups[c.group()];
-        candidates.sort_by_key(|d| (g.count(d), d.clone()));
+        candidates.sort_by_key(|d| (g.count(topo.domain(d)), d.clone()));
     }
     for d in candidates {
         let mut pinned = reqs.clone();
@@ -1860,7 +1916,7 @@ fn pin_domains(
             continue;
         }
         if let Some(found) = pin_domains(
-            pool, pinned, narrowed, rest, p, view, universes, topo, index,
+            pool, pinned, narrowed, rest, p, view, gate, topo, host_id,
         ) {
             return Some(found);
         }
@@ -1914,6 +1970,24 @@ fn min_values_hold(reqs: &Requirements, pool: &PreparedPool, options: &[usize]) 
     })
 }
 
+/// A price ordered by `f64::total_cmp`.
+#[derive(PartialEq)]
+struct PriceKey(f64);
+
+impl Eq for PriceKey {}
+
+impl PartialOrd for PriceKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PriceKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
 fn finish_claim(c: &OpenClaim, pools: &[PreparedPool], input: &SchedulingInput) -> NewNodeClaim {
     let pool = &pools[c.pool];
     let npi = &input.node_pools[pool.input];
@@ -1925,18 +1999,34 @@ fn finish_claim(c: &OpenClaim, pools: &[PreparedPool], input: &SchedulingInput) 
     // The options already satisfy the claim's requirements (they were narrowed as pods came):
     // only the zone and capacity type, which pick the offering, need intersecting.
     type Values<'a> = Option<std::borrow::Cow<'a, ValueSet>>;
-    let mut options: Vec<(&crate::model::Offering, &PoolType, Values<'_>, Values<'_>)> = c
-        .options
-        .iter()
-        .filter_map(|&o| {
-            let t = &pool.types[o];
-            let it = &npi.instance_types[t.index];
-            let zones = key_values(&t.reqs, &reqs, labels::TOPOLOGY_ZONE);
-            let capacity_types = key_values(&t.reqs, &reqs, labels::CAPACITY_TYPE);
+    let mut options: Vec<(&crate::model::Offering, &PoolType, Values<'_>, Values<'_>)> =
+        Vec::new();
+    // The options come in the pool's price order, and a type's pool price is a lower bound of
+    // its price here: once MAX_INSTANCE_TYPES are found, a type whose pool price is above the
+    // dearest of the best ones found cannot enter.
+    let mut best = std::collections::BinaryHeap::new();
+    for &o in &c.options {
+        let t = &pool.types[o];
+        if best.len() >= MAX_INSTANCE_TYPES
+            && best
+                .peek()
+                .is_some_and(|&PriceKey(dearest)| t.price > dearest)
+        {
+            break;
+        }
+        let it = &npi.instance_types[t.index];
+        let zones = key_values(&t.reqs, &reqs, labels::TOPOLOGY_ZONE);
+        let capacity_types = key_values(&t.reqs, &reqs, labels::CAPACITY_TYPE);
+        if let Some(offering) =
             cheapest_offering_ref(it, zones.as_deref(), capacity_types.as_deref())
-                .map(|offering| (offering, t, zones, capacity_types))
-        })
-        .collect();
+        {
+            best.push(PriceKey(offering.price));
+            if best.len() > MAX_INSTANCE_TYPES {
+                best.pop();
+            }
+            options.push((offering, t, zones, capacity_types));
+        }
+    }
     let name = |t: &PoolType| npi.instance_types[t.index].name.as_str();
     options.sort_by(|a, b| {
         a.0.price

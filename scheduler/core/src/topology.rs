@@ -10,6 +10,8 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
+use rustc_hash::FxHashMap;
+
 use crate::model::{
     LabelSelector, Labels, Namespace, Pod, PodAffinityTerm, SelectorOperator,
     TopologySpreadConstraint,
@@ -128,12 +130,58 @@ pub struct GroupKey {
     pub selector: String,
 }
 
+/// An interned topology key.
+pub type KeyId = u32;
+/// An interned domain (a value of some topology key).
+pub type DomainId = u32;
+/// A domain no pod was ever counted in (its counts are all zero).
+pub const UNSEEN: DomainId = DomainId::MAX;
+
+/// Strings to dense ids, so that the solver's hot loop compares integers.
+#[derive(Debug, Default)]
+pub struct Interner {
+    names: Vec<String>,
+    ids: FxHashMap<String, u32>,
+}
+
+impl Interner {
+    /// The id of `name`, registering it on first use.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 names");
+        self.names.push(name.to_owned());
+        self.ids.insert(name.to_owned(), id);
+        id
+    }
+
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
+    pub fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Group {
     pub key: GroupKey,
+    /// `key.topology_key`, interned.
+    pub key_id: KeyId,
     pub selector: LabelSelector,
     /// Matching pods per domain.
-    pub counts: BTreeMap<String, i64>,
+    counts: FxHashMap<DomainId, i64>,
+    total: i64,
 }
 
 impl Group {
@@ -142,34 +190,38 @@ impl Group {
             && selector_matches(&self.selector, &pod.labels)
     }
 
-    pub fn count(&self, domain: &str) -> i64 {
-        self.counts.get(domain).copied().unwrap_or(0)
+    pub fn count(&self, domain: DomainId) -> i64 {
+        self.counts.get(&domain).copied().unwrap_or(0)
     }
 
     pub fn total(&self) -> i64 {
-        self.counts.values().sum()
+        self.total
     }
 }
 
 /// A running pod's anti-affinity term, pinned to the domain it runs in.
 #[derive(Debug, Clone)]
 pub struct AntiRecord {
-    pub topology_key: String,
-    pub domain: String,
     pub namespaces: Namespaces,
     pub selector: LabelSelector,
 }
 
 /// A required spread constraint counting a group: (maxSkew, minDomains, the owner's domains).
-pub type SpreadOwner = (i64, Option<i32>, BTreeSet<String>);
+pub type SpreadOwner = (i64, Option<i32>, Vec<DomainId>);
 
 /// Every group of a solve and the anti-affinity records of placed pods.
 #[derive(Debug, Default)]
 pub struct Topology {
     pub groups: Vec<Group>,
     index: BTreeMap<GroupKey, usize>,
-    /// Anti-affinity records by topology key, then domain.
-    pub anti: BTreeMap<String, BTreeMap<String, Vec<AntiRecord>>>,
+    /// Topology keys and domains, interned.
+    pub keys: Interner,
+    pub domains: Interner,
+    /// Anti-affinity records by (topology key, domain).
+    anti: FxHashMap<(KeyId, DomainId), Vec<AntiRecord>>,
+    /// The keys `anti` has records for, and the distinct (namespaces, selector) of its records.
+    anti_keys: BTreeSet<KeyId>,
+    anti_selectors: Vec<(Namespaces, LabelSelector)>,
     /// Per group, the required spread constraints of pending pods that count it:
     /// (maxSkew, minDomains, the owner's domains). A pod matching the group may not push a
     /// domain past them either, so that the final state honours every spread whatever order
@@ -224,10 +276,13 @@ impl Topology {
         if let Some(&i) = self.index.get(&key) {
             return i;
         }
+        let key_id = self.keys.intern(topology_key);
         self.groups.push(Group {
             key: key.clone(),
+            key_id,
             selector,
-            counts: BTreeMap::new(),
+            counts: FxHashMap::default(),
+            total: 0,
         });
         self.index.insert(key, self.groups.len() - 1);
         self.groups.len() - 1
@@ -296,6 +351,11 @@ impl Topology {
         out
     }
 
+    /// The id of a domain, [`UNSEEN`] if no pod was ever counted there.
+    pub fn domain(&self, name: &str) -> DomainId {
+        self.domains.get(name).unwrap_or(UNSEEN)
+    }
+
     /// Records `p` running in a node whose domains are given by `domain_of`.
     pub fn record<'s>(
         &mut self,
@@ -307,7 +367,9 @@ impl Topology {
             if g.matches(p)
                 && let Some(d) = domain_of(&g.key.topology_key)
             {
-                *g.counts.entry(d.into_owned()).or_default() += 1;
+                let id = self.domains.intern(&d);
+                *g.counts.entry(id).or_default() += 1;
+                g.total += 1;
             }
         }
         if let Some(a) = &p.pod_anti_affinity {
@@ -317,83 +379,24 @@ impl Topology {
                 else {
                     continue;
                 };
-                let record = AntiRecord {
-                    topology_key: term.topology_key.clone(),
-                    domain: domain.to_string(),
-                    namespaces: term_namespaces(p, term, namespaces),
+                let namespaces = term_namespaces(p, term, namespaces);
+                let key = self.keys.intern(&term.topology_key);
+                let domain = self.domains.intern(&domain);
+                self.anti_keys.insert(key);
+                if !self
+                    .anti_selectors
+                    .iter()
+                    .any(|(n, s)| *n == namespaces && *s == selector)
+                {
+                    self.anti_selectors
+                        .push((namespaces.clone(), selector.clone()));
+                }
+                self.anti.entry((key, domain)).or_default().push(AntiRecord {
+                    namespaces,
                     selector,
-                };
-                self.anti
-                    .entry(term.topology_key.clone())
-                    .or_default()
-                    .entry(domain.into_owned())
-                    .or_default()
-                    .push(record);
+                });
             }
         }
-    }
-
-    /// Whether placing `p` in `domain` (for the constraint's key) keeps the constraint.
-    /// `universe` is every domain the pod could go to (for the spread minimum); `new_domain`
-    /// says whether the domain is a brand-new node (hostname keys).
-    pub fn allows(
-        &self,
-        p: &Pod,
-        c: &Constraint,
-        domain: &str,
-        universe: &BTreeSet<String>,
-    ) -> bool {
-        let g = &self.groups[c.group()];
-        match c {
-            Constraint::Spread {
-                max_skew,
-                min_domains,
-                ..
-            } => {
-                let min = if min_domains.is_some_and(|m| (universe.len() as i64) < i64::from(m)) {
-                    0
-                } else {
-                    universe.iter().map(|d| g.count(d)).min().unwrap_or(0)
-                };
-                // NB: the pod itself counts when it matches its own selector.
-                let own = i64::from(g.matches(p));
-                g.count(domain) + own - min <= *max_skew
-            }
-            Constraint::Affinity { self_match, .. } => {
-                g.count(domain) > 0 || (*self_match && g.total() == 0)
-            }
-            Constraint::AntiAffinity { .. } => g.count(domain) == 0,
-        }
-    }
-
-    /// Whether adding a pod that counts in `groups` (see [`Self::owner_groups_of`]) in these
-    /// domains keeps every registered owner's spread and affinity.
-    pub fn owners_allow<'s>(
-        &self,
-        groups: &[usize],
-        domain_of: &dyn Fn(&str) -> Option<Cow<'s, str>>,
-    ) -> bool {
-        groups.iter().all(|&g| {
-            let group = &self.groups[g];
-            let Some(d) = domain_of(&group.key.topology_key) else {
-                return true;
-            };
-            let affinity_ok =
-                !self.affinity_owners.contains(&g) || group.count(&d) > 0 || group.total() == 0;
-            affinity_ok
-                && self.spread_owners.get(&g).into_iter().flatten().all(
-                    |(max_skew, min_domains, universe)| {
-                        let min = if min_domains
-                            .is_some_and(|m| (universe.len() as i64) < i64::from(m))
-                        {
-                            0
-                        } else {
-                            universe.iter().map(|u| group.count(u)).min().unwrap_or(0)
-                        };
-                        group.count(&d) + 1 - min <= *max_skew
-                    },
-                )
-        })
     }
 
     /// The owned groups (spread or affinity of pending pods) that `p` counts in.
@@ -426,16 +429,172 @@ impl Topology {
         keys.dedup();
         keys
     }
+}
 
-    /// Whether running pods' anti-affinity forbids `p` in a node with these domains.
-    pub fn anti_forbids<'s>(
-        &self,
+/// What one rule of a [`Gate`] asks of a domain's count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rule {
+    /// At most this many matching pods already there.
+    AtMost(i64),
+    /// At least one matching pod already there.
+    Occupied,
+    /// Any domain, as long as the node has the key.
+    Any,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Check {
+    key: KeyId,
+    group: usize,
+    rule: Rule,
+    /// Whether a node without the key passes.
+    keyless_ok: bool,
+}
+
+/// A pod's topology constraints compiled against the current counts: while no pod is
+/// recorded, whether a node with given domains may take the pod is a few integer comparisons.
+/// Build a new gate after every [`Topology::record`].
+#[derive(Debug, Clone, Default)]
+pub struct Gate {
+    checks: Vec<Check>,
+    /// Whether some running or placed pod's anti-affinity could match this pod.
+    anti: bool,
+}
+
+impl Gate {
+    /// Compiles `p`'s `constraints` (with, per constraint, the domains it may go to) and the
+    /// owned groups it counts in (see [`Topology::owner_groups_of`]).
+    pub fn new(
+        topo: &Topology,
         p: &Pod,
-        domain_of: &dyn Fn(&str) -> Option<Cow<'s, str>>,
+        constraints: &[Constraint],
+        universes: &[Vec<DomainId>],
+        owner_groups: &[usize],
+    ) -> Gate {
+        let mut checks = Vec::with_capacity(constraints.len() + owner_groups.len());
+        let spread_min = |g: &Group, min_domains: Option<i32>, universe: &[DomainId]| {
+            if min_domains.is_some_and(|m| (universe.len() as i64) < i64::from(m)) {
+                0
+            } else {
+                universe.iter().map(|&d| g.count(d)).min().unwrap_or(0)
+            }
+        };
+        for (c, universe) in constraints.iter().zip(universes) {
+            let g = &topo.groups[c.group()];
+            let (rule, keyless_ok) = match *c {
+                Constraint::Spread {
+                    max_skew,
+                    min_domains,
+                    ..
+                } => {
+                    // count + own − min ≤ maxSkew; the pod counts itself when it matches.
+                    let own = i64::from(g.matches(p));
+                    let min = spread_min(g, min_domains, universe);
+                    (Rule::AtMost(max_skew + min - own), false)
+                }
+                Constraint::Affinity { self_match, .. } => {
+                    if self_match && g.total() == 0 {
+                        (Rule::Any, false)
+                    } else {
+                        (Rule::Occupied, false)
+                    }
+                }
+                // A node without the key: anti-affinity holds trivially.
+                Constraint::AntiAffinity { .. } => (Rule::AtMost(0), true),
+            };
+            checks.push(Check {
+                key: g.key_id,
+                group: c.group(),
+                rule,
+                keyless_ok,
+            });
+        }
+        for &gi in owner_groups {
+            let g = &topo.groups[gi];
+            if topo.affinity_owners.contains(&gi) && g.total() > 0 {
+                checks.push(Check {
+                    key: g.key_id,
+                    group: gi,
+                    rule: Rule::Occupied,
+                    keyless_ok: true,
+                });
+            }
+            // count + 1 − min ≤ maxSkew for every owner.
+            let at_most = topo
+                .spread_owners
+                .get(&gi)
+                .into_iter()
+                .flatten()
+                .map(|(max_skew, min_domains, universe)| {
+                    max_skew - 1 + spread_min(g, *min_domains, universe)
+                })
+                .min();
+            if let Some(at_most) = at_most {
+                checks.push(Check {
+                    key: g.key_id,
+                    group: gi,
+                    rule: Rule::AtMost(at_most),
+                    keyless_ok: true,
+                });
+            }
+        }
+        let anti = topo
+            .anti_selectors
+            .iter()
+            .any(|(ns, sel)| ns.contains(&p.key.namespace) && selector_matches(sel, &p.labels));
+        Gate { checks, anti }
+    }
+
+    /// Whether a node whose domains are `domain_of` may take `p`; a key the node does not
+    /// have fails spread and affinity and passes anti-affinity.
+    pub fn allows(
+        &self,
+        topo: &Topology,
+        p: &Pod,
+        domain_of: &dyn Fn(KeyId) -> Option<DomainId>,
     ) -> bool {
-        self.anti.iter().any(|(key, by_domain)| {
+        self.eval(topo, p, domain_of, false)
+    }
+
+    /// The same, judging only the keys whose domain is known (`domain_of` is `None` for a key
+    /// that is still open, as on a claim whose zone is not pinned yet).
+    pub fn allows_known(
+        &self,
+        topo: &Topology,
+        p: &Pod,
+        domain_of: &dyn Fn(KeyId) -> Option<DomainId>,
+    ) -> bool {
+        self.eval(topo, p, domain_of, true)
+    }
+
+    fn eval(
+        &self,
+        topo: &Topology,
+        p: &Pod,
+        domain_of: &dyn Fn(KeyId) -> Option<DomainId>,
+        unknown_ok: bool,
+    ) -> bool {
+        let checks_hold = self.checks.iter().all(|c| match domain_of(c.key) {
+            None => unknown_ok || c.keyless_ok,
+            Some(d) => {
+                let count = topo.groups[c.group].count(d);
+                match c.rule {
+                    Rule::AtMost(m) => count <= m,
+                    Rule::Occupied => count > 0,
+                    Rule::Any => true,
+                }
+            }
+        });
+        checks_hold && !(self.anti && topo.anti_forbids(p, domain_of))
+    }
+}
+
+impl Topology {
+    /// Whether placed or running pods' anti-affinity forbids `p` in a node with these domains.
+    fn anti_forbids(&self, p: &Pod, domain_of: &dyn Fn(KeyId) -> Option<DomainId>) -> bool {
+        self.anti_keys.iter().any(|&key| {
             domain_of(key)
-                .and_then(|d| by_domain.get(d.as_ref()))
+                .and_then(|d| self.anti.get(&(key, d)))
                 .is_some_and(|records| {
                     records.iter().any(|r| {
                         r.namespaces.contains(&p.key.namespace)
