@@ -178,8 +178,12 @@ struct OpenClaim {
     host_ports: Vec<HostPort>,
     /// What it charges against its pool's limits: per resource the max over its options.
     charge: Resources,
-    /// Per resource the most room any option has (a quick upper bound for fitting).
+    /// Per resource the most room any option has (a quick upper bound for fitting). It is
+    /// recomputed only when the options halve: over a superset of the options it is still an
+    /// upper bound.
     max_room: Resources,
+    /// How many options `max_room` was computed over.
+    max_room_of: usize,
     /// The claim's hostname domain (`new:<index>`), interned.
     host_id: DomainId,
     /// Per topology key (by id), the domain the claim's requirements or its pool's template
@@ -858,10 +862,16 @@ pub fn solve(input: &SchedulingInput) -> Plan {
             }
         })
         .collect();
+    // Universes depend only on the key, the spread's node inclusion policies and the pod's
+    // node requirements and tolerations: classes share them.
+    type UniverseKey = (String, (bool, bool), String);
+    let mut memo: BTreeMap<UniverseKey, Vec<DomainId>> = BTreeMap::new();
     for class in &mut classes {
         let p = &input.pods[class.pods[0]];
-        // Views share constraints: compute each (key, node inclusion policies) once.
-        let mut memo: BTreeMap<(String, (bool, bool)), Vec<DomainId>> = BTreeMap::new();
+        let shape = format!(
+            "{:?}|{:?}",
+            infos[class.pods[0]].alternatives, p.tolerations
+        );
         class.universes = class
             .views
             .iter()
@@ -870,7 +880,7 @@ pub fn solve(input: &SchedulingInput) -> Plan {
                     .iter()
                     .map(|c| {
                         let key = &topo.groups[c.group()].key.topology_key;
-                        memo.entry((key.clone(), input_spread(p, c, key)))
+                        memo.entry((key.clone(), input_spread(p, c, key), shape.clone()))
                             .or_insert_with(|| {
                                 let mut ids: Vec<DomainId> = universe(
                                     input,
@@ -1079,9 +1089,9 @@ struct State {
     open_from: usize,
     /// Whether claims keep to their cost-optimal shape; lifted for a pod nothing else takes.
     respect_caps: bool,
-    /// Per (hostname group, threshold): claims before the index already hold at least the
-    /// threshold of the group's pods, so a pod whose hostname anti-affinity or spread caps the
-    /// group per node at that threshold skips them. Counts only grow, so this only advances.
+    /// Per (hostname group, cap): claims before the index already hold more than the cap of
+    /// the group's pods, so a pod whose gate caps the group per node there skips them.
+    /// Counts only grow, so this only advances.
     host_cursor: BTreeMap<(usize, i64), usize>,
 }
 
@@ -1100,6 +1110,7 @@ impl State {
             reqs: Requirements::new(),
             cap: best_shape(pool, &options, first, demand),
             max_room: max_room(pool, &options),
+            max_room_of: options.len(),
             options,
             pods: Vec::new(),
             requests: Resources::new(),
@@ -1166,13 +1177,7 @@ impl State {
     }
 
     /// Opens a new claim for the pod in the first NodePool (by weight) that can host it.
-    fn open_claim(
-        &mut self,
-        cx: &Cx<'_>,
-        pi: usize,
-        view: &View,
-        gate: &Gate,
-    ) -> Option<usize> {
+    fn open_claim(&mut self, cx: &Cx<'_>, pi: usize, view: &View, gate: &Gate) -> Option<usize> {
         let p = &cx.input.pods[pi];
         for (pool_idx, pool) in cx.pools.iter().enumerate() {
             if pool.types.is_empty() {
@@ -1274,25 +1279,16 @@ impl State {
         });
     }
 
-    /// The first claim a pod with this view could join, as far as its per-node caps on
-    /// hostname groups tell.
-    fn host_skip(&mut self, p: &Pod, view: &View) -> usize {
+    /// The first claim a pod could join as far as the per-node caps of its gate tell
+    /// (hostname anti-affinity, hostname spread, its own or owned).
+    fn host_skip(&mut self, cx: &Cx<'_>, gate: &Gate) -> usize {
+        let Some(host) = cx.host_key else { return 0 };
         let mut start = 0;
-        for c in &view.constraints {
-            let g = &self.topo.groups[c.group()];
-            // A node is closed to the pod once the group's count there reaches this.
-            let (group, threshold) = match *c {
-                Constraint::AntiAffinity { group } => (group, 1),
-                Constraint::Spread {
-                    group, max_skew, ..
-                } => (group, max_skew + 1 - i64::from(g.matches(p))),
-                Constraint::Affinity { .. } => continue,
-            };
-            if g.key.topology_key != labels::HOSTNAME {
-                continue;
-            }
-            let cursor = self.host_cursor.entry((group, threshold)).or_insert(0);
-            while *cursor < self.claims.len() && g.count(self.claims[*cursor].host_id) >= threshold {
+        for (group, at_most) in gate.caps(host) {
+            let g = &self.topo.groups[group];
+            // Counts only grow, so a claim past the cap stays past it.
+            let cursor = self.host_cursor.entry((group, at_most)).or_insert(0);
+            while *cursor < self.claims.len() && g.count(self.claims[*cursor].host_id) > at_most {
                 *cursor += 1;
             }
             start = start.max(*cursor);
@@ -1323,7 +1319,7 @@ impl State {
                         bin_cursor = bi;
                     }
                     let mut ci = if class.topology {
-                        self.open_from.max(self.host_skip(&cx.input.pods[pi], view))
+                        self.open_from.max(self.host_skip(cx, &gate))
                     } else if respect {
                         claim_cursor.max(self.open_from)
                     } else {
@@ -1462,7 +1458,7 @@ impl State {
                         .cap
                         .clone()
                         .or_else(|| shape.clone())
-                        .unwrap_or_else(|| c.max_room.clone());
+                        .unwrap_or_else(|| max_room(&cx.pools[c.pool], &c.options));
                     let mut room = cap.clone();
                     pod::sub(&mut room, &c.requests);
                     (cap, room)
@@ -1748,12 +1744,12 @@ fn try_add(
     {
         return false;
     }
-    let mut requests = claim.requests.clone();
-    add(&mut requests, &info.requests);
-    let owned_keys = &view.pin_keys;
     if !gate.allows_known(topo, p, &claim_domains(claim, cx.host_key)) {
         return false;
     }
+    let mut requests = claim.requests.clone();
+    add(&mut requests, &info.requests);
+    let owned_keys = &view.pin_keys;
     let remaining = remaining_for(pool, &charged[claim.pool], &claim.charge);
     // Keys whose domain must be pinned (hostname is the claim itself).
     let keys: Vec<&str> = owned_keys
@@ -1811,9 +1807,17 @@ fn try_add(
         if options.is_empty() {
             continue;
         }
-        let Some((reqs, options)) =
-            pin_domains(pool, reqs, options, &keys, p, view, gate, topo, claim.host_id)
-        else {
+        let Some((reqs, options)) = pin_domains(
+            pool,
+            reqs,
+            options,
+            &keys,
+            p,
+            view,
+            gate,
+            topo,
+            claim.host_id,
+        ) else {
             continue;
         };
         if !min_values_hold(&reqs, pool, &options) {
@@ -1843,7 +1847,10 @@ fn commit_add(
         pod::sub(total, &claim.charge);
         add(total, &charge);
         claim.charge = charge;
-        claim.max_room = max_room(pool, &options);
+        if claim.pods.is_empty() || options.len() * 2 <= claim.max_room_of {
+            claim.max_room = max_room(pool, &options);
+            claim.max_room_of = options.len();
+        }
     }
     claim.reqs = reqs;
     claim.options = options;
@@ -1915,9 +1922,8 @@ fn pin_domains(
         if narrowed.is_empty() {
             continue;
         }
-        if let Some(found) = pin_domains(
-            pool, pinned, narrowed, rest, p, view, gate, topo, host_id,
-        ) {
+        if let Some(found) = pin_domains(pool, pinned, narrowed, rest, p, view, gate, topo, host_id)
+        {
             return Some(found);
         }
     }
@@ -1999,8 +2005,7 @@ fn finish_claim(c: &OpenClaim, pools: &[PreparedPool], input: &SchedulingInput) 
     // The options already satisfy the claim's requirements (they were narrowed as pods came):
     // only the zone and capacity type, which pick the offering, need intersecting.
     type Values<'a> = Option<std::borrow::Cow<'a, ValueSet>>;
-    let mut options: Vec<(&crate::model::Offering, &PoolType, Values<'_>, Values<'_>)> =
-        Vec::new();
+    let mut options: Vec<(&crate::model::Offering, &PoolType, Values<'_>, Values<'_>)> = Vec::new();
     // The options come in the pool's price order, and a type's pool price is a lower bound of
     // its price here: once MAX_INSTANCE_TYPES are found, a type whose pool price is above the
     // dearest of the best ones found cannot enter.

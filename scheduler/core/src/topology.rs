@@ -391,10 +391,13 @@ impl Topology {
                     self.anti_selectors
                         .push((namespaces.clone(), selector.clone()));
                 }
-                self.anti.entry((key, domain)).or_default().push(AntiRecord {
-                    namespaces,
-                    selector,
-                });
+                self.anti
+                    .entry((key, domain))
+                    .or_default()
+                    .push(AntiRecord {
+                        namespaces,
+                        selector,
+                    });
             }
         }
     }
@@ -543,6 +546,14 @@ impl Gate {
             .iter()
             .any(|(ns, sel)| ns.contains(&p.key.namespace) && selector_matches(sel, &p.labels));
         Gate { checks, anti }
+    }
+
+    /// The caps this gate puts on one key: (group, at most this many of its pods per domain).
+    pub fn caps(&self, key: KeyId) -> impl Iterator<Item = (usize, i64)> + '_ {
+        self.checks.iter().filter_map(move |c| match c.rule {
+            Rule::AtMost(m) if c.key == key => Some((c.group, m)),
+            _ => None,
+        })
     }
 
     /// Whether a node whose domains are `domain_of` may take `p`; a key the node does not
