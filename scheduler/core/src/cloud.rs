@@ -33,3 +33,17 @@ pub enum CloudError {
     #[error("cloud unavailable: {message}")]
     Unavailable { message: String },
 }
+
+impl CloudError {
+    /// A stable snake_case name of the kind, for metrics labels and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CloudError::NotFound { .. } => "not_found",
+            CloudError::InsufficientCapacity { .. } => "insufficient_capacity",
+            CloudError::NodeClassNotReady { .. } => "node_class_not_ready",
+            CloudError::Launch { .. } => "launch_failed",
+            CloudError::InvalidArgument { .. } => "invalid_argument",
+            CloudError::Unavailable { .. } => "unavailable",
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The `CloudProvider` trait and the instance it reports.
+
+use std::future::Future;
+use std::time::SystemTime;
+
+use berth_scheduler_core::cloud::CloudError;
+use berth_scheduler_core::model::{
+    CapacityType, InstanceType, Labels, NodeClaim, NodePool, Resources,
+};
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InstanceState {
+    /// Launched, not booted yet.
+    Pending,
+    Running,
+    /// Termination requested, not finished.
+    ShuttingDown,
+}
+
+/// An instance launched for a NodeClaim, as the cloud reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// The NodeClaim it was launched for (also an instance tag).
+    pub node_claim: String,
+    pub node_pool: String,
+    /// `aws:///us-east-1a/i-0123...` on EC2, `sim:///zone/i-...` in the sim cloud.
+    pub provider_id: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+    pub image_id: String,
+    pub capacity: Resources,
+    pub allocatable: Resources,
+    /// Labels the node will carry (instance type, zone, capacity type, the type's own labels).
+    pub labels: Labels,
+    /// USD per hour of the offering it was launched into.
+    pub price: f64,
+    pub state: InstanceState,
+    pub launched_at: SystemTime,
+}
+
+/// Why a NodeClaim no longer matches what its NodePool and NodeClass would launch now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriftReason(pub String);
+
+/// A cloud that launches and terminates the instances behind NodeClaims.
+///
+/// # Contract
+/// - **Idempotent by NodeClaim name.** [`create`](Self::create) called again for a claim that
+///   already has a live instance returns that instance and launches nothing, including after
+///   the caller (or the provider process) restarted between the two calls: the provider finds
+///   the instance by the claim name it tagged it with, not by memory.
+/// - **`NotFound` means gone.** [`get`](Self::get) and [`delete`](Self::delete) return
+///   [`CloudError::NotFound`] when the claim has no instance: never launched, or terminated.
+///   [`delete`](Self::delete) of a live instance starts termination and returns `Ok(())`; the
+///   caller repeats it until it returns `NotFound`, which is how it learns termination finished.
+/// - **`instance_types` lists everything.** Every instance type the NodePool's requirements
+///   and node class allow, with every offering, including those currently unavailable (their
+///   `available` is false, e.g. after an insufficient-capacity error). The scheduler decides
+///   what to use; the provider never hides a type.
+/// - **Launch picks the offering.** [`create`](Self::create) launches one instance of one of the
+///   types, zones and capacity types the claim's requirements allow (its `node.kubernetes.io/instance-type`
+///   values come cheapest first); spot before on-demand when both are allowed; an offering that
+///   has no capacity is skipped and remembered. When none is left it returns
+///   [`CloudError::InsufficientCapacity`] listing the offerings tried.
+/// - **Errors are typed.** Callers branch on [`CloudError`]: `NodeClassNotReady` (do not launch
+///   into this pool now), `InsufficientCapacity` (re-fetch instance types and re-plan),
+///   `Launch` (the cloud's own code), `Unavailable` (retry with backoff), `InvalidArgument`.
+pub trait CloudProvider: Send + Sync + 'static {
+    /// A short name for metrics and logs (`ec2`, `sim`).
+    fn name(&self) -> &'static str;
+
+    /// Launches an instance for `claim` (see the contract on idempotency and offerings).
+    fn create(
+        &self,
+        claim: &NodeClaim,
+    ) -> impl Future<Output = Result<Instance, CloudError>> + Send;
+
+    /// Starts or checks termination of the claim's instance: `Ok(())` while it shuts down,
+    /// `NotFound` once it is gone.
+    fn delete(&self, node_claim: &str) -> impl Future<Output = Result<(), CloudError>> + Send;
+
+    /// The claim's instance; `NotFound` when there is none.
+    fn get(&self, node_claim: &str) -> impl Future<Output = Result<Instance, CloudError>> + Send;
+
+    /// Every live instance this provider launched for the cluster (found by tags, not memory).
+    fn list(&self) -> impl Future<Output = Result<Vec<Instance>, CloudError>> + Send;
+
+    /// Every instance type `node_pool` may launch, with all offerings (see the contract).
+    fn instance_types(
+        &self,
+        node_pool: &NodePool,
+    ) -> impl Future<Output = Result<Vec<InstanceType>, CloudError>> + Send;
+
+    /// Whether the claim's instance no longer matches what would be launched now (an AMI
+    /// changed, a security group moved, ...): `None` when it still matches.
+    fn is_drifted(
+        &self,
+        claim: &NodeClaim,
+    ) -> impl Future<Output = Result<Option<DriftReason>, CloudError>> + Send;
+}
