@@ -1494,13 +1494,15 @@ impl State {
 /// How well requests point the way the remaining room does, both relative to capacity
 /// (CPU and memory, the dimensions that decide the instance type).
 fn alignment(requests: &Resources, room: &Resources, capacity: &Resources) -> f64 {
-    [resource::CPU, resource::MEMORY]
-        .iter()
-        .map(|r| {
-            let cap = capacity.get(r).max(1) as f64;
-            (requests.get(r) as f64 / cap) * (room.get(r) as f64 / cap)
-        })
-        .sum()
+    let (mut dot, mut rq, mut rm) = (0.0, 0.0, 0.0);
+    for r in [resource::CPU, resource::MEMORY] {
+        let cap = capacity.get(r).max(1) as f64;
+        let (a, b) = (requests.get(r) as f64 / cap, room.get(r) as f64 / cap);
+        dot += a * b;
+        rq += a * a;
+        rm += b * b;
+    }
+    dot / (rq.sqrt() * rm.sqrt()).max(1e-12)
 }
 
 enum Target {
