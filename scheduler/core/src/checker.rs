@@ -418,10 +418,25 @@ fn check_node(
 // ---- topology ------------------------------------------------------------------------------------------
 
 use crate::model::WhenUnsatisfiable;
-use crate::topology::{effective_selector, selector_matches, term_namespaces};
+use crate::requirements::Requirements;
+use crate::topology::{NodeFilter, effective_selector, selector_matches, term_namespaces};
 
-/// Where each pod runs, as domain labels: bound pods, placed pods, pods on new claims.
-fn pod_domains<'a>(input: &'a SchedulingInput, plan: &Plan) -> Vec<(&'a Pod, Labels, bool)> {
+/// A pod and the node it runs or will run on.
+struct PlacedPod<'a> {
+    pod: &'a Pod,
+    /// The node's labels (hostname included): its domains.
+    labels: Labels,
+    /// Its labels as requirements, or a NodeClaim's requirements (for spread node filters).
+    reqs: Requirements,
+    /// Whether the node is a NodeClaim not launched yet.
+    claim: bool,
+    taints: Vec<Taint>,
+    /// Placed by the plan (not already running).
+    new: bool,
+}
+
+/// Where each pod runs: bound pods, placed pods, pods on new claims.
+fn pod_domains<'a>(input: &'a SchedulingInput, plan: &Plan) -> Vec<PlacedPod<'a>> {
     let mut out = Vec::new();
     let node_labels = |n: &Node| {
         let mut l = n.labels.clone();
@@ -429,49 +444,78 @@ fn pod_domains<'a>(input: &'a SchedulingInput, plan: &Plan) -> Vec<(&'a Pod, Lab
             .or_insert_with(|| n.name.clone());
         l
     };
+    let on_node = |p: &'a Pod, n: &Node, new: bool| PlacedPod {
+        pod: p,
+        labels: node_labels(n),
+        reqs: Requirements::from_labels(&n.labels),
+        claim: false,
+        taints: n.taints.clone(),
+        new,
+    };
     for n in &input.nodes {
         for p in n
             .pods
             .iter()
             .filter(|p| !matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed))
         {
-            out.push((p, node_labels(&n.node), false));
+            out.push(on_node(p, &n.node, false));
         }
     }
     let pods: BTreeMap<_, &Pod> = input.pods.iter().map(|p| (p.key.clone(), p)).collect();
     for pl in &plan.placements {
         let Some(p) = pods.get(&pl.pod) else { continue };
-        let l = match &pl.target {
+        let placed = match &pl.target {
             NominationTarget::Node(name) => input
                 .nodes
                 .iter()
                 .find(|n| &n.node.name == name)
-                .map(|n| node_labels(&n.node)),
+                .map(|n| on_node(p, &n.node, true)),
             NominationTarget::NodeClaim(name) => input
                 .node_claims
                 .iter()
                 .find(|c| &c.node_claim.name == name)
                 .map(|c| {
-                    let mut l = c.node_claim.labels.clone();
-                    for r in &c.node_claim.requirements {
+                    let c = &c.node_claim;
+                    let mut l = c.labels.clone();
+                    for r in &c.requirements {
                         if r.operator == crate::model::Operator::In && r.values.len() == 1 {
                             l.insert(r.key.clone(), r.values[0].clone());
                         }
                     }
+                    let mut reqs = Requirements::from_requirements(&c.requirements);
+                    for (k, v) in &c.labels {
+                        reqs.add(k, crate::requirements::ValueSet::one_of([v.clone()]));
+                    }
                     l.insert(labels::HOSTNAME.to_owned(), format!("nodeclaim:{name}"));
-                    l
+                    PlacedPod {
+                        pod: p,
+                        labels: l,
+                        reqs,
+                        claim: true,
+                        taints: c.taints.clone(),
+                        new: true,
+                    }
                 }),
         };
-        if let Some(l) = l {
-            out.push((p, l, true));
-        }
+        out.extend(placed);
     }
     for (i, c) in plan.new_node_claims.iter().enumerate() {
         let mut l = c.labels.clone();
         l.insert(labels::HOSTNAME.to_owned(), format!("new:{i}"));
+        let mut reqs = Requirements::from_requirements(&c.requirements);
+        for (k, v) in &c.labels {
+            reqs.add(k, crate::requirements::ValueSet::one_of([v.clone()]));
+        }
         for key in &c.pods {
             if let Some(p) = pods.get(key) {
-                out.push((p, l.clone(), true));
+                out.push(PlacedPod {
+                    pod: p,
+                    labels: l.clone(),
+                    reqs: reqs.clone(),
+                    claim: true,
+                    taints: c.taints.clone(),
+                    new: true,
+                });
             }
         }
     }
@@ -553,19 +597,22 @@ pub fn check_topology(input: &SchedulingInput, plan: &Plan) -> Vec<String> {
                     selector: &crate::model::LabelSelector,
                     key: &str,
                     domain: &str,
-                    except: &Pod| {
+                    except: &Pod,
+                    filter: &NodeFilter| {
         placed
             .iter()
-            .filter(|(q, l, _)| {
-                q.key != except.key
-                    && namespaces.contains(&q.key.namespace)
-                    && selector_matches(selector, &q.labels)
-                    && l.get(key).is_some_and(|d| d == domain)
+            .filter(|q| {
+                q.pod.key != except.key
+                    && namespaces.contains(&q.pod.key.namespace)
+                    && selector_matches(selector, &q.pod.labels)
+                    && q.labels.get(key).is_some_and(|d| d == domain)
+                    && filter.passes(&q.reqs, q.claim, &q.taints)
             })
             .count() as i64
     };
-    for (p, l, new) in placed.iter().filter(|(_, _, new)| *new) {
-        let _ = new;
+    let everywhere = NodeFilter::default();
+    for placed_pod in placed.iter().filter(|q| q.new) {
+        let (p, l) = (placed_pod.pod, &placed_pod.labels);
         for c in p
             .topology_spread
             .iter()
@@ -585,7 +632,8 @@ pub fn check_topology(input: &SchedulingInput, plan: &Plan) -> Vec<String> {
                 continue;
             };
             let own = i64::from(selector_matches(&selector, &p.labels));
-            let count = matching(&ns, &selector, &c.topology_key, domain, p) + own;
+            let filter = NodeFilter::of(p, c);
+            let count = matching(&ns, &selector, &c.topology_key, domain, p, &filter) + own;
             use crate::model::NodeInclusionPolicy::Honor;
             let min = match reachable_domains(
                 input,
@@ -604,7 +652,7 @@ pub fn check_topology(input: &SchedulingInput, plan: &Plan) -> Vec<String> {
                 Some(u) => u
                     .iter()
                     .map(|d| {
-                        matching(&ns, &selector, &c.topology_key, d, p)
+                        matching(&ns, &selector, &c.topology_key, d, p, &filter)
                             + if d == domain { own } else { 0 }
                     })
                     .min()
@@ -635,7 +683,7 @@ pub fn check_topology(input: &SchedulingInput, plan: &Plan) -> Vec<String> {
                     }
                     continue;
                 };
-                let here = matching(&ns, &selector, &term.topology_key, domain, p);
+                let here = matching(&ns, &selector, &term.topology_key, domain, p, &everywhere);
                 if anti && here > 0 {
                     v.push(format!(
                         "pod {} shares {}={domain} with a pod its anti-affinity excludes",
@@ -645,11 +693,13 @@ pub fn check_topology(input: &SchedulingInput, plan: &Plan) -> Vec<String> {
                 if !anti && here == 0 {
                     let self_match =
                         ns.contains(&p.key.namespace) && selector_matches(&selector, &p.labels);
-                    let elsewhere = placed.iter().any(|(q, ql, _)| {
-                        q.key != p.key
-                            && ns.contains(&q.key.namespace)
-                            && selector_matches(&selector, &q.labels)
-                            && ql.get(&term.topology_key).is_some_and(|d| d != domain)
+                    let elsewhere = placed.iter().any(|q| {
+                        q.pod.key != p.key
+                            && ns.contains(&q.pod.key.namespace)
+                            && selector_matches(&selector, &q.pod.labels)
+                            && q.labels
+                                .get(&term.topology_key)
+                                .is_some_and(|d| d != domain)
                     });
                     if !self_match || elsewhere {
                         v.push(format!(
@@ -661,7 +711,11 @@ pub fn check_topology(input: &SchedulingInput, plan: &Plan) -> Vec<String> {
             }
         }
         // Running and placed pods' anti-affinity must not exclude this pod.
-        for (q, ql, _) in placed.iter().filter(|(q, _, _)| q.key != p.key) {
+        for (q, ql) in placed
+            .iter()
+            .filter(|q| q.pod.key != p.key)
+            .map(|q| (q.pod, &q.labels))
+        {
             for term in q
                 .pod_anti_affinity
                 .as_ref()

@@ -35,7 +35,7 @@ use crate::pod::{
 use crate::quantity::Milli;
 use crate::requirements::{Requirements, ValueSet};
 use crate::sync::NominationTarget;
-use crate::topology::{self, Constraint, DomainId, Gate, KeyId, Topology};
+use crate::topology::{self, Constraint, DomainId, Gate, KeyId, NodeFacts, Topology};
 
 /// At most this many instance types are kept per new NodeClaim (EC2 Fleet's limit on overrides
 /// makes more pointless).
@@ -973,9 +973,7 @@ pub fn solve(input: &SchedulingInput) -> Plan {
                     .iter()
                     .filter(|p| !matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed))
                 {
-                    topo.record(p, &input.namespaces, &|k| {
-                        b.domains.get(k).map(|d| Cow::Borrowed(d.as_str()))
-                    });
+                    record_on_bin(&mut topo, p, &input.namespaces, b);
                 }
             }
         }
@@ -1239,10 +1237,7 @@ impl State {
                     target: b.target.clone(),
                 });
                 if cx.track {
-                    let b = &self.bins[bi];
-                    self.topo.record(p, &cx.input.namespaces, &|k| {
-                        b.domains.get(k).map(|d| Cow::Borrowed(d.as_str()))
-                    });
+                    record_on_bin(&mut self.topo, p, &cx.input.namespaces, &self.bins[bi]);
                 }
             }
             Target::Claim(ci) => {
@@ -1253,9 +1248,16 @@ impl State {
                     self.open_from += 1;
                 }
                 if cx.track {
-                    let merged = claim_requirements(cx.pools, &self.claims[ci]);
-                    self.topo
-                        .record(p, &cx.input.namespaces, &|k| claim_domain(&merged, ci, k));
+                    let c = &self.claims[ci];
+                    let merged = claim_requirements(cx.pools, c);
+                    let np = &cx.input.node_pools[cx.pools[c.pool].input].node_pool;
+                    let facts = NodeFacts {
+                        requirements: &merged,
+                        claim: true,
+                        taints: &np.taints,
+                        domain_of: &|k| claim_domain(&merged, ci, k),
+                    };
+                    self.topo.record(p, &cx.input.namespaces, &facts);
                 }
                 self.refresh_domains(cx, ci);
             }
@@ -1540,6 +1542,17 @@ fn claim_domain<'a>(reqs: &'a Requirements, index: usize, key: &str) -> Option<C
     } else {
         reqs.get(key).and_then(ValueSet::single).map(Cow::Borrowed)
     }
+}
+
+/// Records `p` running on an existing node or in-flight claim.
+fn record_on_bin(topo: &mut Topology, p: &Pod, namespaces: &[Namespace], b: &Bin) {
+    let facts = NodeFacts {
+        requirements: &b.labels_reqs,
+        claim: b.node.is_none(),
+        taints: &b.taints,
+        domain_of: &|k| b.domains.get(k).map(|d| Cow::Borrowed(d.as_str())),
+    };
+    topo.record(p, namespaces, &facts);
 }
 
 /// The domains of an open claim, by key id (hostname: the claim itself).

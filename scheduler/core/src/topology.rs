@@ -13,9 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap;
 
 use crate::model::{
-    LabelSelector, Labels, Namespace, Pod, PodAffinityTerm, SelectorOperator,
-    TopologySpreadConstraint,
+    LabelSelector, Labels, Namespace, NodeInclusionPolicy, Pod, PodAffinityTerm, SelectorOperator,
+    Taint, Toleration, TopologySpreadConstraint,
 };
+use crate::pod::{requirement_alternatives, untolerated};
+use crate::requirements::Requirements;
 
 /// Whether `labels` match a Kubernetes label selector.
 pub fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
@@ -128,6 +130,74 @@ pub struct GroupKey {
     pub namespaces: Namespaces,
     /// Debug form of the selector, for identity.
     pub selector: String,
+    /// Debug form of the node filter, for identity.
+    pub filter: String,
+}
+
+/// Which nodes' pods a spread constraint counts (its `nodeAffinityPolicy` and
+/// `nodeTaintsPolicy`): with `Honor`, only nodes that match the owner's required node
+/// affinity and node selector, or whose taints the owner tolerates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeFilter {
+    /// The owner's node requirements, one per nodeSelectorTerm (`None`: every node).
+    pub affinity: Option<Vec<Requirements>>,
+    /// The owner's tolerations (`None`: taints do not matter).
+    pub tolerations: Option<Vec<Toleration>>,
+}
+
+impl NodeFilter {
+    /// The filter of `p`'s spread constraint `c`.
+    pub fn of(p: &Pod, c: &TopologySpreadConstraint) -> Self {
+        Self {
+            affinity: (c.node_affinity_policy == NodeInclusionPolicy::Honor)
+                .then(|| requirement_alternatives(p))
+                .filter(|alts| !alts.iter().any(Requirements::is_empty)),
+            tolerations: (c.node_taints_policy == NodeInclusionPolicy::Honor)
+                .then(|| p.tolerations.clone()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.affinity.is_none() && self.tolerations.is_none()
+    }
+
+    /// Whether a node is counted: `node` is its labels as requirements, or for a NodeClaim
+    /// (`claim`) its requirements, which need only be compatible with the owner's (its labels
+    /// are not all known before launch).
+    pub fn passes(&self, node: &Requirements, claim: bool, taints: &[Taint]) -> bool {
+        self.affinity.as_ref().is_none_or(|alts| {
+            alts.iter().any(|alt| {
+                if claim {
+                    node.intersect(alt).is_ok()
+                } else {
+                    node.admits(alt).is_ok()
+                }
+            })
+        }) && self
+            .tolerations
+            .as_ref()
+            .is_none_or(|t| untolerated(t, taints).is_none())
+    }
+}
+
+/// What [`Topology::record`] needs to know of the node a pod runs on.
+pub struct NodeFacts<'a, 's> {
+    /// Its labels as requirements, or a NodeClaim's requirements.
+    pub requirements: &'a Requirements,
+    /// Whether it is a NodeClaim not launched yet (see [`NodeFilter::passes`]).
+    pub claim: bool,
+    pub taints: &'a [Taint],
+    /// Its domain per topology key.
+    pub domain_of: &'a dyn Fn(&str) -> Option<Cow<'s, str>>,
+}
+
+impl std::fmt::Debug for NodeFacts<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeFacts")
+            .field("requirements", self.requirements)
+            .field("taints", &self.taints)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An interned topology key.
@@ -179,6 +249,8 @@ pub struct Group {
     /// `key.topology_key`, interned.
     pub key_id: KeyId,
     pub selector: LabelSelector,
+    /// Only pods on nodes passing it count.
+    pub filter: NodeFilter,
     /// Matching pods per domain.
     counts: FxHashMap<DomainId, i64>,
     total: i64,
@@ -267,11 +339,17 @@ impl Topology {
         topology_key: &str,
         namespaces: Namespaces,
         selector: LabelSelector,
+        filter: NodeFilter,
     ) -> usize {
         let key = GroupKey {
             topology_key: topology_key.to_owned(),
             namespaces,
             selector: format!("{selector:?}"),
+            filter: if filter.is_empty() {
+                String::new()
+            } else {
+                format!("{filter:?}")
+            },
         };
         if let Some(&i) = self.index.get(&key) {
             return i;
@@ -281,6 +359,7 @@ impl Topology {
             key: key.clone(),
             key_id,
             selector,
+            filter,
             counts: FxHashMap::default(),
             total: 0,
         });
@@ -308,6 +387,7 @@ impl Topology {
                     &c.topology_key,
                     Namespaces::Names([p.key.namespace.clone()].into()),
                     selector,
+                    NodeFilter::of(p, c),
                 );
                 Constraint::Spread {
                     group,
@@ -338,7 +418,7 @@ impl Topology {
                 let ns = term_namespaces(p, term, namespaces);
                 let self_match =
                     ns.contains(&p.key.namespace) && selector_matches(&selector, &p.labels);
-                let group = self.group(&term.topology_key, ns, selector);
+                let group = self.group(&term.topology_key, ns, selector, NodeFilter::default());
                 out.push(if anti {
                     Constraint::AntiAffinity { group }
                 } else {
@@ -356,15 +436,12 @@ impl Topology {
         self.domains.get(name).unwrap_or(UNSEEN)
     }
 
-    /// Records `p` running in a node whose domains are given by `domain_of`.
-    pub fn record<'s>(
-        &mut self,
-        p: &Pod,
-        namespaces: &[Namespace],
-        domain_of: &dyn Fn(&str) -> Option<Cow<'s, str>>,
-    ) {
+    /// Records `p` running in `node`.
+    pub fn record(&mut self, p: &Pod, namespaces: &[Namespace], node: &NodeFacts<'_, '_>) {
+        let domain_of = node.domain_of;
         for g in &mut self.groups {
             if g.matches(p)
+                && g.filter.passes(node.requirements, node.claim, node.taints)
                 && let Some(d) = domain_of(&g.key.topology_key)
             {
                 let id = self.domains.intern(&d);

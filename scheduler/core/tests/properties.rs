@@ -127,6 +127,7 @@ fn arb_pod(i: usize) -> impl Strategy<Value = Pod> {
                     topology_key: key.into(),
                     ..Default::default()
                 };
+                let tolerations = p.tolerations.clone();
                 let spread = |key: &str, when| TopologySpreadConstraint {
                     max_skew: 1,
                     topology_key: key.into(),
@@ -134,8 +135,17 @@ fn arb_pod(i: usize) -> impl Strategy<Value = Pod> {
                     label_selector: Some(selector.clone()),
                     min_domains: None,
                     match_label_keys: vec![],
-                    node_affinity_policy: NodeInclusionPolicy::Honor,
-                    node_taints_policy: NodeInclusionPolicy::Ignore,
+                    // Vary the node inclusion policies with other draws.
+                    node_affinity_policy: if gpu == 1 {
+                        NodeInclusionPolicy::Ignore
+                    } else {
+                        NodeInclusionPolicy::Honor
+                    },
+                    node_taints_policy: if tolerations.is_empty() {
+                        NodeInclusionPolicy::Ignore
+                    } else {
+                        NodeInclusionPolicy::Honor
+                    },
                 };
                 match topology {
                     1 => {

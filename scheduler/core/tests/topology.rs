@@ -667,3 +667,58 @@ fn pods_counted_by_a_spread_respect_it_on_existing_nodes() {
         .count();
     assert!(on_n1 <= 1, "{on_n1} web pods on n1");
 }
+
+/// Two full nodes of another NodePool in us-east-1a, each running a `web` pod; with
+/// `policy`, how many of four zone-spread `web` pods that select NodePool `default` land in
+/// us-east-1a.
+fn spread_beside_other_pool(affinity: NodeInclusionPolicy, taints: NodeInclusionPolicy) -> usize {
+    let it = catalog()
+        .into_iter()
+        .find(|t| t.name == "m5.2xlarge")
+        .unwrap();
+    let mut pods = spread_pods(
+        4,
+        labels::TOPOLOGY_ZONE,
+        1,
+        WhenUnsatisfiable::DoNotSchedule,
+    );
+    for p in &mut pods {
+        p.node_selector
+            .insert(labels::NODE_POOL.into(), "default".into());
+        p.topology_spread[0].node_affinity_policy = affinity;
+        p.topology_spread[0].node_taints_policy = taints;
+    }
+    let mut inp = input(vec![pool("default")], pods);
+    inp.nodes = (0..2)
+        .map(|i| {
+            let mut n = node(&format!("other-{i}"), "other", &it, "us-east-1a");
+            n.allocatable = Resources::new()
+                .with(resource::CPU, 500)
+                .with(resource::MEMORY, gib(1))
+                .with(resource::PODS, 1000);
+            n.taints = vec![taint("dedicated", "other", TaintEffect::NoSchedule)];
+            existing(n, vec![app(&format!("old-{i}"), "web")])
+        })
+        .collect();
+    let plan = solve(&inp);
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    per_zone(&plan).get("us-east-1a").copied().unwrap_or(0)
+}
+
+#[test]
+fn spread_counts_only_nodes_the_pod_could_use_when_node_affinity_policy_is_honor() {
+    use NodeInclusionPolicy::{Honor, Ignore};
+    // Honor (Kubernetes' default): the other pool's pods do not count, so 1a is as good as
+    // any zone.
+    assert!(spread_beside_other_pool(Honor, Ignore) >= 1);
+    // Ignore: 1a already holds two, so the four go to 1b and 1c.
+    assert_eq!(spread_beside_other_pool(Ignore, Ignore), 0);
+}
+
+#[test]
+fn spread_skips_untolerated_nodes_when_node_taints_policy_is_honor() {
+    use NodeInclusionPolicy::{Honor, Ignore};
+    // The other pool's nodes are tainted and the pods do not tolerate the taint.
+    assert!(spread_beside_other_pool(Ignore, Honor) >= 1);
+    assert_eq!(spread_beside_other_pool(Ignore, Ignore), 0);
+}
