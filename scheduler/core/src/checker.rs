@@ -430,6 +430,8 @@ struct PlacedPod<'a> {
     reqs: Requirements,
     /// Whether the node is a NodeClaim not launched yet.
     claim: bool,
+    /// Whether it is one of the plan's new NodeClaims (whose domains the plan decides).
+    new_claim: bool,
     taints: Vec<Taint>,
     /// Placed by the plan (not already running).
     new: bool,
@@ -449,6 +451,7 @@ fn pod_domains<'a>(input: &'a SchedulingInput, plan: &Plan) -> Vec<PlacedPod<'a>
         labels: node_labels(n),
         reqs: Requirements::from_labels(&n.labels),
         claim: false,
+        new_claim: false,
         taints: n.taints.clone(),
         new,
     };
@@ -492,6 +495,7 @@ fn pod_domains<'a>(input: &'a SchedulingInput, plan: &Plan) -> Vec<PlacedPod<'a>
                         labels: l,
                         reqs,
                         claim: true,
+                        new_claim: false,
                         taints: c.taints.clone(),
                         new: true,
                     }
@@ -513,6 +517,7 @@ fn pod_domains<'a>(input: &'a SchedulingInput, plan: &Plan) -> Vec<PlacedPod<'a>
                     labels: l.clone(),
                     reqs: reqs.clone(),
                     claim: true,
+                    new_claim: true,
                     taints: c.taints.clone(),
                     new: true,
                 });
@@ -680,6 +685,12 @@ pub fn check_topology(input: &SchedulingInput, plan: &Plan) -> Vec<String> {
                             "pod {} has affinity on {} but its node has no such label",
                             p.key, term.topology_key
                         ));
+                    } else if placed_pod.new_claim {
+                        // The claim gets a value at launch: the plan must decide it.
+                        v.push(format!(
+                            "pod {} has anti-affinity on {} but its new NodeClaim does not pin it",
+                            p.key, term.topology_key
+                        ));
                     }
                     continue;
                 };
@@ -726,16 +737,25 @@ pub fn check_topology(input: &SchedulingInput, plan: &Plan) -> Vec<String> {
                     continue;
                 };
                 let ns = term_namespaces(q, term, &input.namespaces);
-                if ns.contains(&p.key.namespace)
-                    && selector_matches(&selector, &p.labels)
-                    && ql
-                        .get(&term.topology_key)
-                        .is_some_and(|d| l.get(&term.topology_key) == Some(d))
-                {
-                    v.push(format!(
+                if !(ns.contains(&p.key.namespace) && selector_matches(&selector, &p.labels)) {
+                    continue;
+                }
+                let theirs = ql.get(&term.topology_key);
+                match l.get(&term.topology_key) {
+                    Some(mine) if theirs == Some(mine) => v.push(format!(
                         "pod {} is placed where pod {}'s anti-affinity excludes it",
                         p.key, q.key
-                    ));
+                    )),
+                    None if placed_pod.new_claim
+                        && theirs.is_some()
+                        && term.topology_key != labels::HOSTNAME =>
+                    {
+                        v.push(format!(
+                            "pod {} is selected by pod {}'s anti-affinity on {} but its new NodeClaim does not pin it",
+                            p.key, q.key, term.topology_key
+                        ))
+                    }
+                    _ => {}
                 }
             }
         }

@@ -913,6 +913,11 @@ pub fn solve(input: &SchedulingInput) -> Plan {
             if let Constraint::Affinity { group, .. } = c {
                 topo.affinity_owners.insert(*group);
             }
+            if let Constraint::AntiAffinity { group } = c
+                && topo.groups[*group].key.topology_key != labels::HOSTNAME
+            {
+                topo.anti_owners.insert(*group);
+            }
             if let Constraint::Spread {
                 group,
                 max_skew,
@@ -927,36 +932,6 @@ pub fn solve(input: &SchedulingInput) -> Plan {
             }
         }
     }
-    for class in &mut classes {
-        let p = &input.pods[class.pods[0]];
-        for view in &mut class.views {
-            view.pin_keys = topo.keys_for(p, &view.constraints);
-            view.pin_key_ids = view
-                .pin_keys
-                .iter()
-                .filter(|k| *k != labels::HOSTNAME)
-                .map(|k| topo.keys.intern(k))
-                .collect();
-            view.owner_groups = topo.owner_groups_of(p);
-        }
-        class.topology |= topo
-            .spread_owners
-            .keys()
-            .chain(&topo.affinity_owners)
-            .any(|&g| topo.groups[g].matches(p));
-    }
-    classes.sort_by(|a, b| {
-        let (pa, pb) = (&input.pods[a.pods[0]], &input.pods[b.pods[0]]);
-        let (ra, rb) = (&infos[a.pods[0]].requests, &infos[b.pods[0]].requests);
-        pb.priority
-            .cmp(&pa.priority)
-            .then_with(|| b.topology.cmp(&a.topology))
-            .then_with(|| rb.get(resource::CPU).cmp(&ra.get(resource::CPU)))
-            .then_with(|| rb.get(resource::MEMORY).cmp(&ra.get(resource::MEMORY)))
-            .then_with(|| pa.key.cmp(&pb.key))
-    });
-    stats.classes = classes.len();
-
     // Pods already running count in every topology group they match, and their own
     // anti-affinity excludes pods from their domains.
     let running_anti = input.nodes.iter().flat_map(|n| &n.pods).any(|p| {
@@ -978,6 +953,41 @@ pub fn solve(input: &SchedulingInput) -> Plan {
             }
         }
     }
+
+    for class in &mut classes {
+        let p = &input.pods[class.pods[0]];
+        for view in &mut class.views {
+            view.pin_keys = topo.keys_for(p, &view.constraints);
+            view.pin_key_ids = view
+                .pin_keys
+                .iter()
+                .filter(|k| *k != labels::HOSTNAME)
+                .map(|k| topo.keys.intern(k))
+                .collect();
+            view.owner_groups = topo.owner_groups_of(p);
+        }
+        // A pod whose placement must pin a domain is placed one at a time.
+        class.topology |= class
+            .views
+            .iter()
+            .any(|v| v.pin_keys.iter().any(|k| k.as_str() != labels::HOSTNAME))
+            || topo
+                .spread_owners
+                .keys()
+                .chain(&topo.affinity_owners)
+                .any(|&g| topo.groups[g].matches(p));
+    }
+    classes.sort_by(|a, b| {
+        let (pa, pb) = (&input.pods[a.pods[0]], &input.pods[b.pods[0]]);
+        let (ra, rb) = (&infos[a.pods[0]].requests, &infos[b.pods[0]].requests);
+        pb.priority
+            .cmp(&pa.priority)
+            .then_with(|| b.topology.cmp(&a.topology))
+            .then_with(|| rb.get(resource::CPU).cmp(&ra.get(resource::CPU)))
+            .then_with(|| rb.get(resource::MEMORY).cmp(&ra.get(resource::MEMORY)))
+            .then_with(|| pa.key.cmp(&pb.key))
+    });
+    stats.classes = classes.len();
 
     // Domains in the hot loop are compared as ids: each bin's, per topology key.
     let mut bins = bins;

@@ -293,7 +293,7 @@ pub struct Topology {
     anti: FxHashMap<(KeyId, DomainId), Vec<AntiRecord>>,
     /// The keys `anti` has records for, and the distinct (namespaces, selector) of its records.
     anti_keys: BTreeSet<KeyId>,
-    anti_selectors: Vec<(Namespaces, LabelSelector)>,
+    anti_selectors: Vec<(KeyId, Namespaces, LabelSelector)>,
     /// Per group, the required spread constraints of pending pods that count it:
     /// (maxSkew, minDomains, the owner's domains). A pod matching the group may not push a
     /// domain past them either, so that the final state honours every spread whatever order
@@ -303,6 +303,10 @@ pub struct Topology {
     /// the group already occupies (or starts it), so that the affine pods' domain stays
     /// occupied whatever order pods are bound in.
     pub affinity_owners: BTreeSet<usize>,
+    /// Groups that pending pods have required anti-affinity to. A pod counting in one pins
+    /// the group's key on the claim it joins, so that its domain is known and the
+    /// anti-affinity can be checked (both ways) before launch.
+    pub anti_owners: BTreeSet<usize>,
 }
 
 /// One constraint of a pod, resolved to its group.
@@ -463,10 +467,10 @@ impl Topology {
                 if !self
                     .anti_selectors
                     .iter()
-                    .any(|(n, s)| *n == namespaces && *s == selector)
+                    .any(|(k, n, s)| *k == key && *n == namespaces && *s == selector)
                 {
                     self.anti_selectors
-                        .push((namespaces.clone(), selector.clone()));
+                        .push((key, namespaces.clone(), selector.clone()));
                 }
                 self.anti
                     .entry((key, domain))
@@ -494,15 +498,26 @@ impl Topology {
     }
 
     /// Topology keys whose domain must be known when `p` is placed: those its own
-    /// constraints use and those of spread groups it counts in.
+    /// constraints use, those of pending pods' spread, affinity and anti-affinity groups it
+    /// counts in, and those of running pods' anti-affinity that selects it.
     pub fn keys_for(&self, p: &Pod, constraints: &[Constraint]) -> Vec<String> {
         let mut keys: Vec<String> = constraints
             .iter()
             .map(|c| self.groups[c.group()].key.topology_key.clone())
             .collect();
-        for &g in self.spread_owners.keys().chain(&self.affinity_owners) {
+        for &g in self
+            .spread_owners
+            .keys()
+            .chain(&self.affinity_owners)
+            .chain(&self.anti_owners)
+        {
             if self.groups[g].matches(p) {
                 keys.push(self.groups[g].key.topology_key.clone());
+            }
+        }
+        for (key, ns, sel) in &self.anti_selectors {
+            if ns.contains(&p.key.namespace) && selector_matches(sel, &p.labels) {
+                keys.push(self.keys.name(*key).to_owned());
             }
         }
         keys.sort();
@@ -621,7 +636,7 @@ impl Gate {
         let anti = topo
             .anti_selectors
             .iter()
-            .any(|(ns, sel)| ns.contains(&p.key.namespace) && selector_matches(sel, &p.labels));
+            .any(|(_, ns, sel)| ns.contains(&p.key.namespace) && selector_matches(sel, &p.labels));
         Gate { checks, anti }
     }
 

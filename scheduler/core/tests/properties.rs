@@ -76,7 +76,7 @@ fn arb_pod(i: usize) -> impl Strategy<Value = Pod> {
         0..5usize,
         any::<bool>(),
         0..3usize,
-        0..7usize,
+        0..8usize,
         0..3usize,
     )
         .prop_map(
@@ -175,6 +175,12 @@ fn arb_pod(i: usize) -> impl Strategy<Value = Pod> {
                             labels::TOPOLOGY_ZONE,
                             WhenUnsatisfiable::ScheduleAnyway,
                         )]
+                    }
+                    6 => {
+                        p.pod_anti_affinity = Some(PodAffinity {
+                            required: vec![term(labels::TOPOLOGY_ZONE)],
+                            preferred: vec![],
+                        })
                     }
                     _ => {}
                 }

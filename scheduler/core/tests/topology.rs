@@ -722,3 +722,27 @@ fn spread_skips_untolerated_nodes_when_node_taints_policy_is_honor() {
     assert!(spread_beside_other_pool(Ignore, Honor) >= 1);
     assert_eq!(spread_beside_other_pool(Ignore, Ignore), 0);
 }
+
+#[test]
+fn pods_selected_by_zone_anti_affinity_get_a_pinned_zone_apart_from_it() {
+    let mut loner = app("loner", "db");
+    loner.pod_anti_affinity = Some(PodAffinity {
+        required: vec![term(labels::TOPOLOGY_ZONE, "web")],
+        preferred: vec![],
+    });
+    let mut pods = vec![loner];
+    pods.extend((0..3).map(|i| app(&format!("web-{i}"), "web")));
+    let plan = solve(&input(vec![pool("default")], pods));
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    let zone_of = |name: &str| {
+        claim_of(&plan, name)
+            .labels
+            .get(labels::TOPOLOGY_ZONE)
+            .cloned()
+    };
+    let loner_zone = zone_of("loner").expect("the loner's zone is pinned");
+    for i in 0..3 {
+        let web = zone_of(&format!("web-{i}")).expect("a selected pod's zone is pinned");
+        assert_ne!(web, loner_zone);
+    }
+}
