@@ -663,6 +663,78 @@ pub fn volume_requirements(pv: &core::PersistentVolume) -> Result<Vec<m::Require
     }
 }
 
+/// The kubelet settings (those that change allocatable) and root volume size of an
+/// EC2NodeClass, shared by `berth plan` and the actuator so both compute the same allocatable.
+pub fn node_class_settings(
+    c: &v1::EC2NodeClassSpec,
+) -> Result<(berth_scheduler_core::allocatable::KubeletSettings, i64)> {
+    use berth_scheduler_core::allocatable::{KubeletSettings, Threshold};
+    let mut k = KubeletSettings::default();
+    if let Some(kc) = &c.kubelet {
+        k.max_pods = kc.max_pods.and_then(|v| u32::try_from(v).ok());
+        k.pods_per_core = kc.pods_per_core.and_then(|v| u32::try_from(v).ok());
+        for (into, from, path) in [
+            (
+                &mut k.kube_reserved,
+                &kc.kube_reserved,
+                "spec.kubelet.kubeReserved",
+            ),
+            (
+                &mut k.system_reserved,
+                &kc.system_reserved,
+                "spec.kubelet.systemReserved",
+            ),
+        ] {
+            for (name, q) in from {
+                match parse_milli(q) {
+                    Ok(v) => into.set(name, v),
+                    Err(e) => return err(format!("{path}.{name}"), e.to_string()),
+                }
+            }
+        }
+        for (into, from, path) in [
+            (
+                &mut k.eviction_hard,
+                &kc.eviction_hard,
+                "spec.kubelet.evictionHard",
+            ),
+            (
+                &mut k.eviction_soft,
+                &kc.eviction_soft,
+                "spec.kubelet.evictionSoft",
+            ),
+        ] {
+            for (signal, t) in from {
+                match Threshold::parse(t) {
+                    Ok(v) => {
+                        into.insert(signal.clone(), v);
+                    }
+                    Err(e) => return err(format!("{path}.{signal}"), e),
+                }
+            }
+        }
+    }
+    let root = match c
+        .block_device_mappings
+        .iter()
+        .enumerate()
+        .find(|(_, b)| b.root_volume)
+        .and_then(|(i, b)| Some((i, b.ebs.as_ref()?.volume_size.as_ref()?)))
+    {
+        Some((i, q)) => match parse_milli(&q.0) {
+            Ok(milli) => milli / 1000,
+            Err(e) => {
+                return err(
+                    format!("spec.blockDeviceMappings[{i}].ebs.volumeSize"),
+                    e.to_string(),
+                );
+            }
+        },
+        None => berth_scheduler_core::allocatable::DEFAULT_ROOT_VOLUME_BYTES,
+    };
+    Ok((k, root))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,8 +31,7 @@ use serde::Deserialize;
 /// prices are not in the catalog (EC2's spot history is; the actuator uses it when it can).
 pub const SPOT_PRICE_FACTOR: f64 = 0.35;
 
-/// Root volume assumed when the EC2NodeClass does not say (AL2/AL2023's 20 GiB).
-pub const DEFAULT_ROOT_VOLUME_BYTES: i64 = 20 << 30;
+pub use berth_scheduler_core::allocatable::DEFAULT_ROOT_VOLUME_BYTES;
 
 const BUILTIN_FACTS: &str = include_str!("../data/us-east-1.json");
 const BUILTIN_PRICE_MODEL: &str = include_str!("../data/price-model.json");

@@ -14,10 +14,9 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 use berth_api::convert::{self, V1Object};
 use berth_api::{domain, manifest, v1};
-use berth_catalog::{Catalog, DEFAULT_ROOT_VOLUME_BYTES};
-use berth_scheduler_core::allocatable::{KubeletSettings, Threshold};
+use berth_catalog::Catalog;
+use berth_scheduler_core::allocatable::KubeletSettings;
 use berth_scheduler_core::model::{self as m, Requirement};
-use berth_scheduler_core::quantity::parse_milli;
 use berth_scheduler_core::solver::{self, ExistingNode, NodePoolInput, Plan, SchedulingInput};
 use berth_scheduler_core::sync::NominationTarget;
 use k8s_openapi::api::{
@@ -172,43 +171,7 @@ fn read(objects: &mut Objects, file: &str, text: &str) -> anyhow::Result<()> {
 
 /// Kubelet settings and root volume of an EC2NodeClass.
 fn node_class_settings(c: &v1::EC2NodeClass) -> anyhow::Result<(KubeletSettings, i64)> {
-    let mut k = KubeletSettings::default();
-    if let Some(kc) = &c.spec.kubelet {
-        k.max_pods = kc.max_pods.and_then(|v| u32::try_from(v).ok());
-        k.pods_per_core = kc.pods_per_core.and_then(|v| u32::try_from(v).ok());
-        for (into, from) in [
-            (&mut k.kube_reserved, &kc.kube_reserved),
-            (&mut k.system_reserved, &kc.system_reserved),
-        ] {
-            for (name, q) in from {
-                into.set(
-                    name,
-                    parse_milli(q).map_err(|e| anyhow::anyhow!("{name}: {e}"))?,
-                );
-            }
-        }
-        for (into, from) in [
-            (&mut k.eviction_hard, &kc.eviction_hard),
-            (&mut k.eviction_soft, &kc.eviction_soft),
-        ] {
-            for (signal, t) in from {
-                into.insert(
-                    signal.clone(),
-                    Threshold::parse(t).map_err(|e| anyhow::anyhow!("{signal}: {e}"))?,
-                );
-            }
-        }
-    }
-    let root = c
-        .spec
-        .block_device_mappings
-        .iter()
-        .find(|b| b.root_volume)
-        .and_then(|b| b.ebs.as_ref())
-        .and_then(|e| e.volume_size.as_ref())
-        .and_then(|q| parse_milli(&q.0).ok())
-        .map_or(DEFAULT_ROOT_VOLUME_BYTES, |milli| milli / 1000);
-    Ok((k, root))
+    domain::node_class_settings(&c.spec).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Reads the files and assembles the scheduling input.

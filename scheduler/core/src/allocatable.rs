@@ -71,6 +71,9 @@ pub struct KubeletSettings {
     pub eviction_soft: BTreeMap<String, Threshold>,
 }
 
+/// Root volume assumed when the EC2NodeClass does not say (AL2/AL2023's 20 GiB).
+pub const DEFAULT_ROOT_VOLUME_BYTES: i64 = 20 << 30;
+
 /// Karpenter's default VM memory overhead.
 pub const DEFAULT_VM_MEMORY_OVERHEAD_PERCENT: f64 = 7.5;
 

@@ -76,6 +76,9 @@ pub const TOPOLOGY_REGION: &str = "topology.kubernetes.io/region";
 pub const ZONE_ID: &str = "topology.k8s.aws/zone-id";
 pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
 pub const ARCH: &str = "kubernetes.io/arch";
+/// `kubernetes.io/arch` values.
+pub const ARCH_AMD64: &str = "amd64";
+pub const ARCH_ARM64: &str = "arm64";
 pub const OS: &str = "kubernetes.io/os";
 pub const HOSTNAME: &str = "kubernetes.io/hostname";
 pub const WINDOWS_BUILD: &str = "node.kubernetes.io/windows-build";
@@ -85,6 +88,49 @@ pub const REGION_BETA: &str = "failure-domain.beta.kubernetes.io/region";
 pub const INSTANCE_TYPE_BETA: &str = "beta.kubernetes.io/instance-type";
 pub const ARCH_BETA: &str = "beta.kubernetes.io/arch";
 pub const OS_BETA: &str = "beta.kubernetes.io/os";
+
+/// Tag and label naming the NodeClaim an instance was launched for.
+pub const NODE_CLAIM: &str = "karpenter.sh/nodeclaim";
+
+/// Whether the kubelet may not set `key` on its own node (the NodeRestriction admission
+/// plugin): labels in the `kubernetes.io` and `k8s.io` domains other than the well-known ones
+/// the kubelet owns. Such labels are applied when the node registers instead.
+pub fn is_restricted_for_kubelet(key: &str) -> bool {
+    let Some((domain, _)) = key.split_once('/') else {
+        return false;
+    };
+    if domain == "node-restriction.kubernetes.io"
+        || domain.ends_with(".node-restriction.kubernetes.io")
+    {
+        return true;
+    }
+    let kube_domain = domain == "kubernetes.io"
+        || domain.ends_with(".kubernetes.io")
+        || domain == "k8s.io"
+        || domain.ends_with(".k8s.io");
+    if !kube_domain {
+        return false;
+    }
+    let allowed_keys = [
+        HOSTNAME,
+        ARCH,
+        OS,
+        INSTANCE_TYPE,
+        TOPOLOGY_ZONE,
+        TOPOLOGY_REGION,
+        ZONE_BETA,
+        REGION_BETA,
+        INSTANCE_TYPE_BETA,
+        ARCH_BETA,
+        OS_BETA,
+        WINDOWS_BUILD,
+    ];
+    let allowed_domain = domain == "kubelet.kubernetes.io"
+        || domain.ends_with(".kubelet.kubernetes.io")
+        || domain == "node.kubernetes.io"
+        || domain.ends_with(".node.kubernetes.io");
+    !(allowed_keys.contains(&key) || allowed_domain)
+}
 
 /// Capacity-type label values.
 pub const CAPACITY_TYPE_SPOT: &str = "spot";

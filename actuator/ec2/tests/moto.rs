@@ -1,0 +1,553 @@
+//! The EC2 provider against moto over HTTP (`tests/common` starts it on 127.0.0.1:0).
+
+mod common;
+
+use std::time::Duration;
+
+use berth_api::v1::EC2NodeClassSpec;
+use berth_cloud::{CloudError, CloudProvider};
+use berth_ec2::api::Filter;
+use berth_ec2::{Ec2Api, Ec2Cloud, Ec2Options, SdkApi};
+use berth_scheduler_core::labels;
+use berth_scheduler_core::model::{
+    CapacityType, NodeClaim, NodeClassRef, Operator, Requirement, Taint, TaintEffect,
+};
+use common::{Faulty, ManualClock, Moto};
+
+const AL2023_X86: &str =
+    "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard/recommended/image_id";
+
+struct Fixture {
+    moto: Moto,
+    conf: aws_config::SdkConfig,
+    ec2: aws_sdk_ec2::Client,
+    subnets: Vec<(String, String)>,
+    security_group: String,
+    amis: Vec<String>,
+}
+
+/// A VPC with two subnets (us-east-1a, us-east-1b) and a security group tagged for discovery,
+/// and the AL2023 alias's SSM parameter (which moto lacks) seeded through moto's own API.
+async fn fixture() -> Fixture {
+    let moto = Moto::start();
+    let conf = moto.sdk_config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    let tagged = |rt: ResourceType| {
+        TagSpecification::builder()
+            .resource_type(rt)
+            .tags(
+                Tag::builder()
+                    .key("karpenter.sh/discovery")
+                    .value("ci")
+                    .build(),
+            )
+            .build()
+    };
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_owned();
+    let mut subnets = Vec::new();
+    for (i, zone) in ["us-east-1a", "us-east-1b"].into_iter().enumerate() {
+        let s = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.0.{}.0/24", i + 1))
+            .availability_zone(zone)
+            .tag_specifications(tagged(ResourceType::Subnet))
+            .send()
+            .await
+            .unwrap();
+        subnets.push((
+            s.subnet().unwrap().subnet_id().unwrap().to_owned(),
+            zone.to_owned(),
+        ));
+    }
+    let security_group = ec2
+        .create_security_group()
+        .group_name("berth-nodes")
+        .description("nodes")
+        .vpc_id(&vpc)
+        .tag_specifications(tagged(ResourceType::SecurityGroup))
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_owned();
+    let images = ec2.describe_images().owners("amazon").send().await.unwrap();
+    let amis: Vec<String> = images
+        .images()
+        .iter()
+        .filter(|i| i.architecture().map(|a| a.as_str()) == Some("x86_64"))
+        .filter_map(|i| i.image_id().map(str::to_owned))
+        .take(2)
+        .collect();
+    assert_eq!(amis.len(), 2, "moto ships x86_64 images");
+    moto.seed_parameter(AL2023_X86, &amis[0]);
+    Fixture {
+        moto,
+        conf,
+        ec2,
+        subnets,
+        security_group,
+        amis,
+    }
+}
+
+fn node_class() -> EC2NodeClassSpec {
+    serde_json::from_value(serde_json::json!({
+        "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": "ci"}}],
+        "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": "ci"}}],
+        "amiSelectorTerms": [{"alias": "al2023@latest"}],
+        "tags": {"team": "ci"},
+        "kubelet": {"maxPods": 58}
+    }))
+    .unwrap()
+}
+
+fn options(clock: &ManualClock) -> Ec2Options {
+    let mut o = Ec2Options::new(
+        "gitlab-ci",
+        "https://example.eks.amazonaws.com",
+        "us-east-1",
+    );
+    o.cluster_ca_bundle = "Q0E=".to_owned();
+    o.clock = clock.clock();
+    o
+}
+
+fn cloud<A: Ec2Api>(api: A, clock: &ManualClock) -> Ec2Cloud<A> {
+    let c = Ec2Cloud::new(api, options(clock));
+    c.set_node_class("default", node_class());
+    c
+}
+
+fn claim(name: &str, types: &[&str], capacity_type: &str) -> NodeClaim {
+    let mut c = NodeClaim::new(
+        name,
+        "gitlab",
+        NodeClassRef {
+            group: "karpenter.k8s.aws".into(),
+            kind: "EC2NodeClass".into(),
+            name: "default".into(),
+        },
+    );
+    c.requirements = vec![
+        Requirement::new(labels::INSTANCE_TYPE, Operator::In, types),
+        Requirement::new(labels::CAPACITY_TYPE, Operator::In, &[capacity_type]),
+        Requirement::new(labels::TOPOLOGY_ZONE, Operator::In, &["us-east-1a"]),
+    ];
+    c.taints = vec![Taint {
+        key: "dedicated".into(),
+        value: "gitlab-runner-auto".into(),
+        effect: TaintEffect::NoSchedule,
+    }];
+    c
+}
+
+async fn instances_tagged(f: &Fixture, claim: &str) -> Vec<aws_sdk_ec2::types::Instance> {
+    let out = f
+        .ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:karpenter.sh/nodeclaim")
+                .values(claim)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances().iter().cloned())
+        .filter(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated"))
+        .collect()
+}
+
+#[tokio::test]
+async fn resolves_subnets_security_groups_and_the_alias_ami() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let c = cloud(SdkApi::from_conf(&f.conf), &clock);
+    let r = c.resolve("default").await.unwrap();
+    let mut got: Vec<(String, String)> = r
+        .subnets
+        .iter()
+        .map(|s| (s.id.clone(), s.zone.clone()))
+        .collect();
+    got.sort();
+    let mut want = f.subnets.clone();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(r.security_groups.len(), 1);
+    assert_eq!(r.security_groups[0].id, f.security_group);
+    assert_eq!(r.amis.len(), 1, "only the x86_64 parameter exists");
+    assert_eq!(r.amis[0].id, f.amis[0]);
+    assert_eq!(r.amis[0].arch, "amd64");
+}
+
+#[tokio::test]
+async fn a_class_that_cannot_resolve_is_not_ready_with_the_reason() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let c = Ec2Cloud::new(SdkApi::from_conf(&f.conf), options(&clock));
+    let mut spec = node_class();
+    spec.subnet_selector_terms[0].tags =
+        [("karpenter.sh/discovery".to_owned(), "nope".to_owned())].into();
+    c.set_node_class("default", spec);
+    let err = c
+        .create(&claim("a", &["m5.large"], "on-demand"))
+        .await
+        .unwrap_err();
+    match err {
+        CloudError::NodeClassNotReady { reason } => {
+            assert!(reason.contains("SubnetsReady"), "{reason}");
+            assert!(reason.contains("subnetSelectorTerms"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let missing = c.resolve("other").await.unwrap_err();
+    assert!(matches!(missing, CloudError::NodeClassNotReady { .. }));
+}
+
+#[tokio::test]
+async fn launch_tags_the_instance_reuses_the_launch_template_and_is_idempotent() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let c = cloud(SdkApi::from_conf(&f.conf), &clock);
+    let first = c
+        .create(&claim(
+            "gitlab-abc12",
+            &["m5.large", "m5.xlarge"],
+            "on-demand",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(first.instance_type, "m5.large", "the claim's cheapest type");
+    assert_eq!(first.zone, "us-east-1a");
+    assert_eq!(first.capacity_type, CapacityType::OnDemand);
+    assert!(
+        first.provider_id.starts_with("aws:///us-east-1a/i-"),
+        "{}",
+        first.provider_id
+    );
+    assert_eq!(first.image_id, f.amis[0]);
+    assert!(first.allocatable.get("cpu") > 0 && first.allocatable.get("pods") == 58_000);
+    assert_eq!(first.labels[labels::NODE_POOL], "gitlab");
+
+    let tagged = instances_tagged(&f, "gitlab-abc12").await;
+    assert_eq!(tagged.len(), 1);
+    let tags: std::collections::BTreeMap<&str, &str> = tagged[0]
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?, t.value()?)))
+        .collect();
+    assert_eq!(tags["karpenter.sh/nodepool"], "gitlab");
+    assert_eq!(tags["kubernetes.io/cluster/gitlab-ci"], "owned");
+    assert_eq!(tags["eks:eks-cluster-name"], "gitlab-ci");
+    assert_eq!(tags["team"], "ci", "the class's own tags");
+
+    // Again: the same instance, nothing new launched.
+    let again = c
+        .create(&claim(
+            "gitlab-abc12",
+            &["m5.large", "m5.xlarge"],
+            "on-demand",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again.provider_id, first.provider_id);
+    assert_eq!(instances_tagged(&f, "gitlab-abc12").await.len(), 1);
+
+    // Another claim with the same labels and taints reuses the launch template.
+    c.create(&claim("gitlab-def34", &["m5.large"], "on-demand"))
+        .await
+        .unwrap();
+    let templates = SdkApi::from_conf(&f.conf)
+        .describe_launch_templates(vec![Filter::new("tag:berth.dev/cluster", &["gitlab-ci"])])
+        .await
+        .unwrap();
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    assert!(templates[0].name.starts_with("berth/gitlab-ci/"));
+}
+
+#[tokio::test]
+async fn a_restarted_actuator_finds_the_instance_instead_of_launching_another() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let before = cloud(SdkApi::from_conf(&f.conf), &clock);
+    let launched = before
+        .create(&claim("gitlab-crash", &["m5.large"], "on-demand"))
+        .await
+        .unwrap();
+    drop(before); // the process dies before the NodeClaim status is written
+    let after = cloud(SdkApi::from_conf(&f.conf), &clock);
+    let relaunched = after
+        .create(&claim("gitlab-crash", &["m5.large"], "on-demand"))
+        .await
+        .unwrap();
+    assert_eq!(relaunched.provider_id, launched.provider_id);
+    assert_eq!(instances_tagged(&f, "gitlab-crash").await.len(), 1);
+}
+
+#[tokio::test]
+async fn get_list_and_delete_until_not_found() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let c = cloud(SdkApi::from_conf(&f.conf), &clock);
+    let i = c
+        .create(&claim("gitlab-gone", &["m5.large"], "on-demand"))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get("gitlab-gone").await.unwrap().provider_id,
+        i.provider_id
+    );
+    assert_eq!(c.list().await.unwrap().len(), 1);
+    assert!(matches!(
+        c.get("never").await,
+        Err(CloudError::NotFound { .. })
+    ));
+
+    c.delete("gitlab-gone").await.unwrap();
+    let mut gone = false;
+    for _ in 0..10 {
+        match c.delete("gitlab-gone").await {
+            Err(CloudError::NotFound { .. }) => {
+                gone = true;
+                break;
+            }
+            Ok(()) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(gone, "delete reports NotFound once the instance is gone");
+    assert!(matches!(
+        c.get("gitlab-gone").await,
+        Err(CloudError::NotFound { .. })
+    ));
+    assert!(c.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn insufficient_capacity_falls_back_to_the_next_type_and_hides_the_offering() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let faulty = Faulty::new(SdkApi::from_conf(&f.conf));
+    faulty.fail("m5.large");
+    let c = cloud(faulty, &clock);
+    let i = c
+        .create(&claim(
+            "gitlab-ice",
+            &["m5.large", "m5.xlarge"],
+            "on-demand",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(i.instance_type, "m5.xlarge");
+    assert_eq!(c.unavailable_offerings(), 1);
+
+    let pool = nodepool();
+    let types = c.instance_types(&pool).await.unwrap();
+    let m5 = types
+        .iter()
+        .find(|t| t.name == "m5.large")
+        .expect("listed although unavailable");
+    let on_demand_1a = m5
+        .offerings
+        .iter()
+        .find(|o| o.zone == "us-east-1a" && o.capacity_type == CapacityType::OnDemand)
+        .unwrap();
+    assert!(!on_demand_1a.available);
+
+    // The next launch does not even ask for the hidden offering.
+    c.create(&claim(
+        "gitlab-ice2",
+        &["m5.large", "m5.xlarge"],
+        "on-demand",
+    ))
+    .await
+    .unwrap();
+    let last = c
+        .api()
+        .fleet_requests
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert!(
+        last.launch_templates
+            .iter()
+            .flat_map(|lt| &lt.overrides)
+            .all(|o| o.instance_type != "m5.large")
+    );
+
+    // After the cache's TTL it is offered again.
+    clock.advance(Duration::from_secs(181));
+    assert_eq!(c.unavailable_offerings(), 0);
+}
+
+#[tokio::test]
+async fn no_capacity_left_is_insufficient_capacity_listing_what_was_tried() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let faulty = Faulty::new(SdkApi::from_conf(&f.conf));
+    faulty.fail("m5.large");
+    faulty.fail("m5.xlarge");
+    let c = cloud(faulty, &clock);
+    match c
+        .create(&claim(
+            "gitlab-none",
+            &["m5.large", "m5.xlarge"],
+            "on-demand",
+        ))
+        .await
+    {
+        Err(CloudError::InsufficientCapacity { offerings }) => {
+            let mut names: Vec<&str> = offerings.iter().map(|o| o.instance_type.as_str()).collect();
+            names.sort();
+            assert_eq!(names, ["m5.large", "m5.xlarge"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(instances_tagged(&f, "gitlab-none").await.is_empty());
+}
+
+#[tokio::test]
+async fn spot_is_tried_first_when_the_claim_allows_both() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let faulty = Faulty::new(SdkApi::from_conf(&f.conf));
+    let c = cloud(faulty, &clock);
+    let mut both = claim("gitlab-spot", &["m5.large"], "spot");
+    both.requirements[1] =
+        Requirement::new(labels::CAPACITY_TYPE, Operator::In, &["spot", "on-demand"]);
+    c.create(&both).await.unwrap();
+    let first = c.api().fleet_requests.lock().unwrap()[0].clone();
+    assert!(first.spot);
+    assert_eq!(first.client_token, "gitlab-spot");
+}
+
+fn nodepool() -> berth_scheduler_core::model::NodePool {
+    berth_scheduler_core::model::NodePool {
+        name: "gitlab".into(),
+        weight: 0,
+        labels: Default::default(),
+        annotations: Default::default(),
+        requirements: vec![Requirement::new(
+            "karpenter.k8s.aws/instance-family",
+            Operator::In,
+            &["m5"],
+        )],
+        taints: vec![],
+        startup_taints: vec![],
+        node_class_ref: NodeClassRef {
+            group: "karpenter.k8s.aws".into(),
+            kind: "EC2NodeClass".into(),
+            name: "default".into(),
+        },
+        limits: Default::default(),
+        expire_after: None,
+        termination_grace_period: None,
+        disruption: berth_scheduler_core::model::Disruption {
+            consolidation_policy: berth_scheduler_core::model::ConsolidationPolicy::WhenEmpty,
+            consolidate_after: None,
+            budgets: vec![],
+        },
+        ready: true,
+        not_ready_reason: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn instance_types_come_from_ec2_with_model_prices_when_the_pricing_api_fails() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let c = cloud(SdkApi::from_conf(&f.conf), &clock);
+    // moto has no Pricing API: on-demand prices come from the built-in model.
+    assert!(
+        SdkApi::from_conf(&f.conf)
+            .on_demand_prices("us-east-1".into())
+            .await
+            .is_err()
+    );
+    let types = c.instance_types(&nodepool()).await.unwrap();
+    assert!(types.len() >= 5, "{}", types.len());
+    assert!(types.iter().all(|t| t.name.starts_with("m5")));
+    let m5 = types.iter().find(|t| t.name == "m5.large").unwrap();
+    let facts = berth_catalog::Catalog::builtin()
+        .facts
+        .into_iter()
+        .find(|f| f.name == "m5.large")
+        .unwrap();
+    let model = berth_catalog::PriceModel::builtin().on_demand(&facts);
+    let od = m5
+        .offerings
+        .iter()
+        .find(|o| o.capacity_type == CapacityType::OnDemand)
+        .unwrap();
+    assert!((od.price - model).abs() < 1e-9, "{} vs {model}", od.price);
+    // Only zones the class has subnets in are available.
+    assert!(
+        m5.offerings
+            .iter()
+            .filter(|o| o.available)
+            .all(|o| o.zone == "us-east-1a" || o.zone == "us-east-1b")
+    );
+    assert!(
+        m5.offerings
+            .iter()
+            .any(|o| o.zone == "us-east-1c" && !o.available)
+    );
+    // maxPods from the class's kubelet block.
+    assert_eq!(m5.allocatable().get("pods"), 58_000);
+}
+
+#[tokio::test]
+async fn unused_launch_templates_are_garbage_collected() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let c = cloud(SdkApi::from_conf(&f.conf), &clock);
+    c.create(&claim("gitlab-lt", &["m5.large"], "on-demand"))
+        .await
+        .unwrap();
+    assert!(
+        c.garbage_collect_launch_templates()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    clock.advance(Duration::from_secs(3601));
+    let deleted = c.garbage_collect_launch_templates().await.unwrap();
+    assert_eq!(deleted.len(), 1);
+    let left = SdkApi::from_conf(&f.conf)
+        .describe_launch_templates(vec![Filter::new("tag:berth.dev/cluster", &["gitlab-ci"])])
+        .await
+        .unwrap();
+    assert!(left.is_empty());
+}
+
+#[tokio::test]
+async fn an_instance_is_drifted_once_the_alias_points_at_a_newer_ami() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let c = cloud(SdkApi::from_conf(&f.conf), &clock);
+    let nc = claim("gitlab-drift", &["m5.large"], "on-demand");
+    c.create(&nc).await.unwrap();
+    assert_eq!(c.is_drifted(&nc).await.unwrap(), None);
+    f.moto.seed_parameter(AL2023_X86, &f.amis[1]);
+    clock.advance(Duration::from_secs(61)); // the resolved class is re-read
+    let drift = c.is_drifted(&nc).await.unwrap().expect("drifted");
+    assert!(drift.0.starts_with("AMIDrift"), "{drift:?}");
+}
