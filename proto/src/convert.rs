@@ -1062,6 +1062,13 @@ impl From<&m::Instance> for p::Instance {
             allocatable: Some(resources_to(&i.allocatable)),
             labels: labels_to(&i.labels),
             launched_at: Some(time_to(i.launched_at)),
+            node_pool: i.node_pool.clone(),
+            price: i.price,
+            state: match i.state {
+                m::InstanceState::Pending => p::InstanceState::Pending,
+                m::InstanceState::Running => p::InstanceState::Running,
+                m::InstanceState::ShuttingDown => p::InstanceState::ShuttingDown,
+            } as i32,
         }
     }
 }
@@ -1087,6 +1094,18 @@ fn instance_from(i: p::Instance, path: &str) -> Result<m::Instance> {
         allocatable: resources_from(i.allocatable, &join(path, "allocatable"))?,
         labels: labels(i.labels),
         launched_at: time_from(i.launched_at, path, "launched_at")?,
+        node_pool: i.node_pool,
+        price: if i.price.is_finite() && i.price >= 0.0 {
+            i.price
+        } else {
+            return err(&join(path, "price"), "must be a non-negative number");
+        },
+        state: match p::InstanceState::try_from(i.state) {
+            Ok(p::InstanceState::Pending) => m::InstanceState::Pending,
+            Ok(p::InstanceState::Running) => m::InstanceState::Running,
+            Ok(p::InstanceState::ShuttingDown) => m::InstanceState::ShuttingDown,
+            _ => return err(&join(path, "state"), "required"),
+        },
     })
 }
 

@@ -380,6 +380,9 @@ fn cloud_messages_round_trip() {
         capacity: Resources::new().with("cpu", 8000),
         allocatable: Resources::new().with("cpu", 7910),
         labels: labels(&[("karpenter.sh/capacity-type", "spot")]),
+        node_pool: "default".into(),
+        price: 0.1234,
+        state: berth_scheduler_core::model::InstanceState::Running,
         launched_at: at(5),
     };
     let proto: p::Instance = (&instance).into();

@@ -1,44 +1,10 @@
-//! The `CloudProvider` trait and the instance it reports.
+//! The `CloudProvider` trait; the instance it reports is the core model's `Instance`.
 
 use std::future::Future;
-use std::time::SystemTime;
 
 use berth_scheduler_core::cloud::CloudError;
-use berth_scheduler_core::model::{
-    CapacityType, InstanceType, Labels, NodeClaim, NodePool, Resources,
-};
-
-/// Where an instance is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum InstanceState {
-    /// Launched, not booted yet.
-    Pending,
-    Running,
-    /// Termination requested, not finished.
-    ShuttingDown,
-}
-
-/// An instance launched for a NodeClaim, as the cloud reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Instance {
-    /// The NodeClaim it was launched for (also an instance tag).
-    pub node_claim: String,
-    pub node_pool: String,
-    /// `aws:///us-east-1a/i-0123...` on EC2, `sim:///zone/i-...` in the sim cloud.
-    pub provider_id: String,
-    pub instance_type: String,
-    pub zone: String,
-    pub capacity_type: CapacityType,
-    pub image_id: String,
-    pub capacity: Resources,
-    pub allocatable: Resources,
-    /// Labels the node will carry (instance type, zone, capacity type, the type's own labels).
-    pub labels: Labels,
-    /// USD per hour of the offering it was launched into.
-    pub price: f64,
-    pub state: InstanceState,
-    pub launched_at: SystemTime,
-}
+pub use berth_scheduler_core::model::{Instance, InstanceState};
+use berth_scheduler_core::model::{InstanceType, NodeClaim, NodePool};
 
 /// Why a NodeClaim no longer matches what its NodePool and NodeClass would launch now.
 #[derive(Debug, Clone, PartialEq, Eq)]

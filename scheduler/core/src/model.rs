@@ -694,10 +694,22 @@ impl InstanceType {
     }
 }
 
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InstanceState {
+    /// Launched, not booted yet.
+    Pending,
+    Running,
+    /// Termination requested, not finished.
+    ShuttingDown,
+}
+
 /// An instance the cloud launched for a NodeClaim.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
     pub node_claim: String,
+    pub node_pool: String,
+    /// `aws:///us-east-1a/i-0123...` on EC2, `sim:///zone/i-...` in the sim cloud.
     pub provider_id: String,
     pub instance_type: String,
     pub zone: String,
@@ -707,6 +719,9 @@ pub struct Instance {
     pub allocatable: Resources,
     /// Labels the node will carry (instance facts, zone, capacity type, ...).
     pub labels: Labels,
+    /// USD per hour of the offering it was launched into.
+    pub price: f64,
+    pub state: InstanceState,
     pub launched_at: SystemTime,
 }
 
