@@ -1,0 +1,314 @@
+//! berth-actuator: the only caller of the cloud and the only writer of NodeClaims.
+//!
+//! ```text
+//!   berth-scheduler ──gRPC berth.v1.CloudProvider──> CloudService (service.rs)
+//!                                                     │  validate, convert, map errors
+//!                       NodeClaimStore (store.rs) <───┤
+//!                                                     v
+//!                          Metered<P: CloudProvider>: Ec2Cloud (berth-ec2) | SimCloud (berth-cloud)
+//!   /metrics /healthz /readyz on --admin-addr
+//! ```
+
+pub mod args;
+pub mod metrics;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use berth_cloud::{CloudProvider, Metered, SimCloud, SimOptions};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::args::{Args, LogFormat, Provider};
+use crate::service::CloudService;
+use crate::store::{Memory, NodeClaimStore};
+
+/// Runs until SIGTERM or Ctrl-C.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    init_tracing(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let handle = metrics::install()?;
+        let running = start(args, handle).await?;
+        tracing::info!(grpc = %running.grpc_addr, admin = %running.admin_addr, "berth-actuator serving");
+        let stop = running.stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+        });
+        running.wait().await
+    })
+}
+
+fn init_tracing(args: &Args) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .with_context(|| format!("--log {:?}", args.log))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A started actuator: its bound addresses, and how to stop it.
+#[derive(Debug)]
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// Send `true` to shut down gracefully.
+    pub stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Waits until both servers stopped; the first error of either.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the actuator task panicked")?
+    }
+
+    /// Stops and waits.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.wait().await
+    }
+}
+
+/// Binds both addresses, builds the provider from `args`, and serves.
+pub async fn start(args: Args, metrics: PrometheusHandle) -> anyhow::Result<Running> {
+    let store = Memory::default();
+    match args.provider {
+        Provider::Sim => {
+            let catalog = match &args.catalog {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("--catalog {}", path.display()))?;
+                    berth_catalog::Catalog::parse(&text)
+                        .with_context(|| format!("--catalog {}", path.display()))?
+                }
+                None => berth_catalog::Catalog::builtin(),
+            };
+            let sim = SimCloud::new(
+                &catalog,
+                SimOptions {
+                    boot_delay: args.sim_boot_delay,
+                    termination_delay: args.sim_termination_delay,
+                    ..SimOptions::default()
+                },
+            );
+            serve(args, Metered::new(sim), store, metrics, None).await
+        }
+        Provider::Ec2 => {
+            let cloud = ec2_cloud(&args).await?;
+            let gauge_source = cloud.clone();
+            let gauge: Gauge = Box::new(move || gauge_source.unavailable_offerings());
+            serve(args, Metered::new(cloud), store, metrics, Some(gauge)).await
+        }
+    }
+}
+
+async fn ec2_cloud(args: &Args) -> anyhow::Result<berth_ec2::Ec2Cloud<berth_ec2::SdkApi>> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(args.region.clone()));
+    if let Some(url) = &args.aws_endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let conf = loader.load().await;
+    let mut options =
+        berth_ec2::Ec2Options::new(&args.cluster_name, &args.cluster_endpoint, &args.region);
+    options.cluster_ca_bundle = args.cluster_ca_bundle.clone();
+    options.service_cidr = args.service_cidr.clone();
+    options.kubernetes_version = args.kubernetes_version.clone();
+    if let Some(path) = &args.price_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--price-file {}", path.display()))?;
+        options.price_overrides = berth_ec2::pricing::PriceOverrides::parse(&text)
+            .with_context(|| format!("--price-file {}", path.display()))?;
+    }
+    let cloud = berth_ec2::Ec2Cloud::new(berth_ec2::SdkApi::from_conf(&conf), options);
+    if let Some(path) = &args.node_classes {
+        for (name, spec) in read_node_classes(path)? {
+            cloud.set_node_class(&name, spec);
+        }
+    }
+    Ok(cloud)
+}
+
+/// The EC2NodeClasses of a YAML file (v1 or v1beta1, converted and validated).
+pub fn read_node_classes(
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<(String, berth_api::v1::EC2NodeClassSpec)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--node-classes {}", path.display()))?;
+    let manifests = berth_api::manifest::parse_all(&text).map_err(|errors| {
+        anyhow::anyhow!(
+            "--node-classes {}: {}",
+            path.display(),
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    let converted = berth_api::convert::to_v1(manifests).map_err(|errors| {
+        anyhow::anyhow!(
+            "--node-classes {}: {}",
+            path.display(),
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    Ok(converted
+        .objects
+        .into_iter()
+        .filter_map(|o| match o {
+            berth_api::convert::V1Object::EC2NodeClass(c) => {
+                Some((c.metadata.name.clone().unwrap_or_default(), c.spec))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+type Gauge = Box<dyn Fn() -> usize + Send + Sync>;
+
+async fn serve<P: CloudProvider, S: NodeClaimStore>(
+    args: Args,
+    provider: P,
+    store: S,
+    metrics: PrometheusHandle,
+    unavailable_offerings: Option<Gauge>,
+) -> anyhow::Result<Running> {
+    let grpc_listener = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
+    let admin_listener = TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("--admin-addr {}", args.admin_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let mut builder = tonic::transport::Server::builder()
+        .timeout(args.rpc_timeout)
+        .concurrency_limit_per_connection(args.max_concurrent_rpcs);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |p: &std::path::PathBuf| {
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
+        );
+        if let Some(ca) = &args.tls_client_ca {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+        }
+        builder = builder.tls_config(tls).context("--tls-cert/--tls-key")?;
+    }
+    let (router, health) = berth_proto::add_standard_services(&mut builder);
+    health
+        .set_serving::<berth_proto::v1::cloud_provider_server::CloudProviderServer<CloudService<P, S>>>()
+        .await;
+    let router = router.add_service(
+        berth_proto::v1::cloud_provider_server::CloudProviderServer::new(CloudService::new(
+            provider, store,
+        )),
+    );
+
+    let (stop, stopped) = watch::channel(false);
+    let until = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let grpc = router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(grpc_listener),
+        until(stopped.clone()),
+    );
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let handle = metrics.clone();
+                async move { handle.render() }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/readyz", axum::routing::get(|| async { "ok" }));
+    let admin = axum::serve(admin_listener, app).with_graceful_shutdown(until(stopped.clone()));
+    let gauges = gauge_loop(unavailable_offerings, until(stopped.clone()));
+    let task = tokio::spawn(supervise(grpc, admin, gauges, stop.clone()));
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        stop,
+        task,
+    })
+}
+
+async fn gauge_loop(source: Option<Gauge>, stopped: impl Future<Output = ()>) {
+    let Some(source) = source else {
+        stopped.await;
+        return;
+    };
+    let tick = async {
+        let mut every = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            every.tick().await;
+            ::metrics::gauge!(metrics::UNAVAILABLE_OFFERINGS).set(source() as f64);
+        }
+    };
+    tokio::select! {
+        _ = tick => {}
+        _ = stopped => {}
+    }
+}
+
+/// Runs both servers; when one ends (error or shutdown), the other is stopped gracefully;
+/// reports the gRPC server's error first.
+async fn supervise(
+    grpc: impl Future<Output = Result<(), tonic::transport::Error>>,
+    admin: impl std::future::IntoFuture<Output = std::io::Result<()>>,
+    gauges: impl Future<Output = ()>,
+    stop: watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    let grpc = async {
+        let r = grpc.await;
+        let _ = stop.send(true);
+        r
+    };
+    let admin = async {
+        let r = admin.await;
+        let _ = stop.send(true);
+        r
+    };
+    let (g, a, ()) = tokio::join!(grpc, admin, gauges);
+    g.context("gRPC server")?;
+    a.context("admin server")?;
+    Ok(())
+}

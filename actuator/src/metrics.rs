@@ -1,0 +1,62 @@
+//! The actuator's metric names, owned here once (the cloud layer's own, per-call ones are in
+//! `berth_cloud::metrics`), and the Prometheus recorder.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Counter: instances launched, by `nodepool`, `instance_type`, `zone`, `capacity_type`.
+pub const LAUNCHES_TOTAL: &str = "berth_actuator_launches_total";
+/// Counter: failed launches, by `nodepool` and `reason` (the cloud error's code).
+pub const LAUNCH_FAILURES_TOTAL: &str = "berth_actuator_launch_failures_total";
+/// Counter: termination requests that found an instance, by `nodepool`.
+pub const TERMINATIONS_TOTAL: &str = "berth_actuator_terminations_total";
+/// Gauge: offerings hidden by the insufficient-capacity cache.
+pub const UNAVAILABLE_OFFERINGS: &str = "berth_actuator_unavailable_offerings";
+/// Histogram: seconds per gRPC call, by `method` and `code`.
+pub const RPC_DURATION_SECONDS: &str = "berth_actuator_rpc_duration_seconds";
+
+const RPC_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Installs the process-wide recorder with explicit histogram buckets (once; later calls
+/// return the same handle).
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(berth_cloud::metrics::CLOUD_CALL_DURATION_SECONDS.to_owned()),
+            berth_cloud::metrics::CLOUD_CALL_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Full(RPC_DURATION_SECONDS.to_owned()), RPC_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(LAUNCHES_TOTAL, "Instances launched");
+    describe_counter!(LAUNCH_FAILURES_TOTAL, "Launches that failed, by reason");
+    describe_counter!(TERMINATIONS_TOTAL, "Terminations started");
+    describe_gauge!(
+        UNAVAILABLE_OFFERINGS,
+        "Offerings hidden after an insufficient-capacity error"
+    );
+    describe_histogram!(
+        RPC_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "gRPC call duration"
+    );
+    describe_histogram!(
+        berth_cloud::metrics::CLOUD_CALL_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Cloud call duration"
+    );
+    describe_counter!(
+        berth_cloud::metrics::CLOUD_CALL_ERRORS_TOTAL,
+        "Failed cloud calls"
+    );
+}

@@ -1,0 +1,226 @@
+//! The `berth.v1.CloudProvider` gRPC service: validate, convert, call the provider and the
+//! NodeClaim store, map errors to statuses. Nothing else lives here.
+
+use std::time::Instant;
+
+use berth_cloud::{CloudError, CloudProvider};
+use berth_proto::status::to_status;
+use berth_proto::v1 as pb;
+use berth_proto::v1::cloud_provider_server::CloudProvider as CloudProviderRpc;
+use berth_scheduler_core::model::{NodeClaim, NodePool};
+use tonic::{Request, Response, Status};
+
+use crate::metrics as m;
+use crate::store::{NodeClaimStore, StoreError};
+
+/// Serves `provider` and writes NodeClaims to `store`.
+#[derive(Debug)]
+pub struct CloudService<P, S> {
+    provider: P,
+    store: S,
+}
+
+impl<P, S> CloudService<P, S> {
+    pub fn new(provider: P, store: S) -> Self {
+        Self { provider, store }
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound(name) => Status::not_found(format!("NodeClaim {name} not found")),
+        StoreError::Unavailable(m) => Status::unavailable(m),
+    }
+}
+
+fn required_name(name: &str) -> Result<(), Status> {
+    if name.is_empty() {
+        return Err(to_status(&CloudError::InvalidArgument {
+            field: "node_claim".to_owned(),
+            message: "required".to_owned(),
+        }));
+    }
+    Ok(())
+}
+
+/// Times a call into `berth_actuator_rpc_duration_seconds`.
+fn observe<T>(method: &'static str, started: Instant, out: &Result<T, Status>) {
+    let code = match out {
+        Ok(_) => "OK".to_owned(),
+        Err(s) => format!("{:?}", s.code()),
+    };
+    metrics::histogram!(m::RPC_DURATION_SECONDS, "method" => method, "code" => code)
+        .record(started.elapsed().as_secs_f64());
+}
+
+impl<P: CloudProvider, S: NodeClaimStore> CloudService<P, S> {
+    async fn do_instance_types(
+        &self,
+        r: pb::InstanceTypesRequest,
+    ) -> Result<pb::InstanceTypesResponse, Status> {
+        let np: NodePool = r
+            .node_pool
+            .ok_or_else(|| {
+                to_status(&CloudError::InvalidArgument {
+                    field: "node_pool".to_owned(),
+                    message: "required".to_owned(),
+                })
+            })?
+            .try_into()?;
+        let types = self
+            .provider
+            .instance_types(&np)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(pb::InstanceTypesResponse {
+            instance_types: types.iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn do_launch(&self, r: pb::LaunchRequest) -> Result<pb::LaunchResponse, Status> {
+        let claim: NodeClaim = r
+            .node_claim
+            .ok_or_else(|| {
+                to_status(&CloudError::InvalidArgument {
+                    field: "node_claim".to_owned(),
+                    message: "required".to_owned(),
+                })
+            })?
+            .try_into()?;
+        required_name(&claim.name)?;
+        // The NodeClaim exists (with its finalizer) before any instance does.
+        self.store.create(&claim).await.map_err(store_status)?;
+        match self.provider.create(&claim).await {
+            Ok(instance) => {
+                self.store
+                    .launched(&claim.name, &instance)
+                    .await
+                    .map_err(store_status)?;
+                metrics::counter!(m::LAUNCHES_TOTAL,
+                    "nodepool" => claim.node_pool.clone(),
+                    "instance_type" => instance.instance_type.clone(),
+                    "zone" => instance.zone.clone(),
+                    "capacity_type" => instance.capacity_type.as_str())
+                .increment(1);
+                tracing::info!(node_claim = %claim.name, provider_id = %instance.provider_id, "launched");
+                Ok(pb::LaunchResponse {
+                    instance: Some((&instance).into()),
+                })
+            }
+            Err(e) => {
+                metrics::counter!(m::LAUNCH_FAILURES_TOTAL,
+                    "nodepool" => claim.node_pool.clone(), "reason" => e.code())
+                .increment(1);
+                tracing::warn!(node_claim = %claim.name, error = %e, "launch failed");
+                // The status is best effort: the caller learns the error either way.
+                if let Err(se) = self.store.launch_failed(&claim.name, &e.to_string()).await {
+                    tracing::warn!(node_claim = %claim.name, error = %se, "recording the launch failure");
+                }
+                Err(to_status(&e))
+            }
+        }
+    }
+
+    async fn do_terminate(&self, r: pb::TerminateRequest) -> Result<pb::TerminateResponse, Status> {
+        required_name(&r.node_claim)?;
+        self.store
+            .delete(&r.node_claim)
+            .await
+            .map_err(store_status)?;
+        match self.provider.delete(&r.node_claim).await {
+            Ok(()) => {
+                metrics::counter!(m::TERMINATIONS_TOTAL).increment(1);
+                Ok(pb::TerminateResponse {
+                    state: pb::TerminationState::Terminating as i32,
+                })
+            }
+            Err(CloudError::NotFound { .. }) => {
+                self.store
+                    .finalize(&r.node_claim)
+                    .await
+                    .map_err(store_status)?;
+                Ok(pb::TerminateResponse {
+                    state: pb::TerminationState::Terminated as i32,
+                })
+            }
+            Err(e) => Err(to_status(&e)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<P: CloudProvider, S: NodeClaimStore> CloudProviderRpc for CloudService<P, S> {
+    #[tracing::instrument(skip_all)]
+    async fn instance_types(
+        &self,
+        request: Request<pb::InstanceTypesRequest>,
+    ) -> Result<Response<pb::InstanceTypesResponse>, Status> {
+        let started = Instant::now();
+        let out = self.do_instance_types(request.into_inner()).await;
+        observe("InstanceTypes", started, &out);
+        out.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn launch(
+        &self,
+        request: Request<pb::LaunchRequest>,
+    ) -> Result<Response<pb::LaunchResponse>, Status> {
+        let started = Instant::now();
+        let out = self.do_launch(request.into_inner()).await;
+        observe("Launch", started, &out);
+        out.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn terminate(
+        &self,
+        request: Request<pb::TerminateRequest>,
+    ) -> Result<Response<pb::TerminateResponse>, Status> {
+        let started = Instant::now();
+        let out = self.do_terminate(request.into_inner()).await;
+        observe("Terminate", started, &out);
+        out.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let out = async {
+            required_name(&r.node_claim)?;
+            let i = self
+                .provider
+                .get(&r.node_claim)
+                .await
+                .map_err(|e| to_status(&e))?;
+            Ok(pb::GetResponse {
+                instance: Some((&i).into()),
+            })
+        }
+        .await;
+        observe("Get", started, &out);
+        out.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list(
+        &self,
+        _request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let started = Instant::now();
+        let out = self
+            .provider
+            .list()
+            .await
+            .map(|all| pb::ListResponse {
+                instances: all.iter().map(Into::into).collect(),
+            })
+            .map_err(|e| to_status(&e));
+        observe("List", started, &out);
+        out.map(Response::new)
+    }
+}
