@@ -13,6 +13,14 @@ pub enum Provider {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeClaims {
+    /// `karpenter.sh/v1` NodeClaim objects in the cluster (`--kubeconfig`, else in-cluster).
+    Kubernetes,
+    /// In memory: for trying the sim cloud without a cluster; lost on restart.
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -35,6 +43,17 @@ pub struct Args {
     pub admin_addr: SocketAddr,
     #[arg(long, env = "BERTH_PROVIDER", value_enum, default_value = "sim")]
     pub provider: Provider,
+    /// Where NodeClaims are written.
+    #[arg(
+        long,
+        env = "BERTH_NODE_CLAIMS",
+        value_enum,
+        default_value = "kubernetes"
+    )]
+    pub node_claims: NodeClaims,
+    /// Kubeconfig of the cluster (default: `KUBECONFIG`, `~/.kube/config`, or in-cluster).
+    #[arg(long, env = "BERTH_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// The cluster's name (instance tags, user data).
     #[arg(long, env = "BERTH_CLUSTER_NAME", default_value = "berth")]
     pub cluster_name: String,

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::args::{Args, LogFormat, Provider};
+use crate::args::{Args, LogFormat, NodeClaims, Provider};
 use crate::service::CloudService;
 use crate::store::{Memory, NodeClaimStore};
 
@@ -99,9 +99,38 @@ impl Running {
     }
 }
 
-/// Binds both addresses, builds the provider from `args`, and serves.
+/// Binds both addresses, builds the provider and the NodeClaim store from `args`, and serves.
 pub async fn start(args: Args, metrics: PrometheusHandle) -> anyhow::Result<Running> {
-    let store = Memory::default();
+    match args.node_claims {
+        NodeClaims::Memory => start_with(args, Memory::default(), metrics).await,
+        NodeClaims::Kubernetes => {
+            let client = kube_client(&args).await?;
+            start_with(args, store::Kube::new(client), metrics).await
+        }
+    }
+}
+
+async fn kube_client(args: &Args) -> anyhow::Result<kube::Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("--kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration (give --kubeconfig, or --node-claims memory)")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+async fn start_with<S: NodeClaimStore>(
+    args: Args,
+    store: S,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<Running> {
     match args.provider {
         Provider::Sim => {
             let catalog = match &args.catalog {

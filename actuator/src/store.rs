@@ -132,3 +132,204 @@ impl NodeClaimStore for Memory {
         Ok(())
     }
 }
+
+/// NodeClaims as `karpenter.sh/v1` objects in Kubernetes.
+#[derive(Clone)]
+pub struct Kube {
+    api: kube::Api<berth_api::v1::NodeClaim>,
+    clock: Arc<dyn Fn() -> std::time::SystemTime + Send + Sync>,
+}
+
+impl std::fmt::Debug for Kube {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kube").finish_non_exhaustive()
+    }
+}
+
+fn kube_error(e: kube::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+impl Kube {
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            api: kube::Api::all(client),
+            clock: Arc::new(std::time::SystemTime::now),
+        }
+    }
+
+    /// Sets one status condition (replacing one of the same type) and, in the same write,
+    /// the other status fields of `extra`; retried on a conflicting write.
+    async fn set_condition(
+        &self,
+        name: &str,
+        condition: k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
+        extra: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        use kube::api::{Patch, PatchParams};
+        for _ in 0..5 {
+            let current = match self.api.get(name).await {
+                Ok(c) => c,
+                Err(e) if is_status(&e, 404) => return Err(StoreError::NotFound(name.to_owned())),
+                Err(e) => return Err(kube_error(e)),
+            };
+            let mut conditions = current
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
+            match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
+                // An unchanged status keeps its transition time.
+                Some(c) if c.status == condition.status => {
+                    c.reason = condition.reason.clone();
+                    c.message = condition.message.clone();
+                }
+                Some(c) => *c = condition.clone(),
+                None => conditions.push(condition.clone()),
+            }
+            let mut status = extra.clone();
+            status["conditions"] = serde_json::to_value(&conditions).expect("conditions serialize");
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": current.metadata.resource_version},
+                "status": status,
+            });
+            match self
+                .api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_status(&e, 409) => continue,
+                Err(e) if is_status(&e, 404) => return Err(StoreError::NotFound(name.to_owned())),
+                Err(e) => return Err(kube_error(e)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "NodeClaim {name}: status kept changing under five attempts to write it"
+        )))
+    }
+
+    fn condition(
+        &self,
+        type_: &str,
+        status: bool,
+        reason: &str,
+        message: &str,
+    ) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        let now: k8s_openapi::jiff::Timestamp = (self.clock)()
+            .try_into()
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: type_.to_owned(),
+            status: if status { "True" } else { "False" }.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+            observed_generation: None,
+        }
+    }
+}
+
+fn quantities(r: &berth_scheduler_core::model::Resources) -> serde_json::Value {
+    r.iter()
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                serde_json::Value::String(berth_scheduler_core::quantity::format_milli(v)),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+impl NodeClaimStore for Kube {
+    async fn create(&self, claim: &NodeClaim) -> Result<(), StoreError> {
+        let obj = berth_api::domain::node_claim_object(claim);
+        match self
+            .api
+            .create(&kube::api::PostParams::default(), &obj)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 409) => Ok(()),
+            Err(e) => Err(kube_error(e)),
+        }
+    }
+
+    async fn launched(&self, name: &str, instance: &Instance) -> Result<(), StoreError> {
+        self.set_condition(
+            name,
+            self.condition("Launched", true, "Launched", ""),
+            serde_json::json!({
+                "providerID": instance.provider_id,
+                "imageID": instance.image_id,
+                "capacity": quantities(&instance.capacity),
+                "allocatable": quantities(&instance.allocatable),
+            }),
+        )
+        .await
+    }
+
+    async fn launch_failed(&self, name: &str, reason: &str) -> Result<(), StoreError> {
+        self.set_condition(
+            name,
+            self.condition("Launched", false, "LaunchFailed", reason),
+            serde_json::json!({}),
+        )
+        .await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        match self
+            .api
+            .delete(name, &kube::api::DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(kube_error(e)),
+        }
+    }
+
+    async fn finalize(&self, name: &str) -> Result<(), StoreError> {
+        use kube::api::{Patch, PatchParams};
+        for _ in 0..5 {
+            let current = match self.api.get(name).await {
+                Ok(c) => c,
+                Err(e) if is_status(&e, 404) => return Ok(()),
+                Err(e) => return Err(kube_error(e)),
+            };
+            let finalizers: Vec<String> = current
+                .metadata
+                .finalizers
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|f| f != labels::TERMINATION_FINALIZER)
+                .collect();
+            let patch = serde_json::json!({
+                "metadata": {
+                    "resourceVersion": current.metadata.resource_version,
+                    "finalizers": finalizers,
+                }
+            });
+            match self
+                .api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_status(&e, 409) => continue,
+                Err(e) if is_status(&e, 404) => return Ok(()),
+                Err(e) => return Err(kube_error(e)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "NodeClaim {name}: finalizers kept changing under five attempts"
+        )))
+    }
+}

@@ -18,6 +18,8 @@ async fn start() -> berth_actuator::Running {
         "127.0.0.1:0",
         "--provider",
         "sim",
+        "--node-claims",
+        "memory",
         "--sim-boot-delay",
         "0s",
         "--sim-termination-delay",

@@ -735,6 +735,76 @@ pub fn node_class_settings(
     Ok((k, root))
 }
 
+/// A NodeClaim object for `c`, as the actuator creates it: the claim's labels and the
+/// NodePool label, the termination finalizer, and its spec (status is written apart).
+pub fn node_claim_object(c: &m::NodeClaim) -> v1::NodeClaim {
+    use berth_scheduler_core::quantity::format_milli;
+    let mut labels_map = c.labels.clone();
+    labels_map.insert(labels::NODE_POOL.to_owned(), c.node_pool.clone());
+    let taint = |t: &m::Taint| v1::Taint {
+        key: t.key.clone(),
+        value: (!t.value.is_empty()).then(|| t.value.clone()),
+        effect: match t.effect {
+            m::TaintEffect::NoSchedule => v1::TaintEffect::NoSchedule,
+            m::TaintEffect::PreferNoSchedule => v1::TaintEffect::PreferNoSchedule,
+            m::TaintEffect::NoExecute => v1::TaintEffect::NoExecute,
+        },
+        time_added: None,
+    };
+    let operator = |o: m::Operator| match o {
+        m::Operator::In => v1::Operator::In,
+        m::Operator::NotIn => v1::Operator::NotIn,
+        m::Operator::Exists => v1::Operator::Exists,
+        m::Operator::DoesNotExist => v1::Operator::DoesNotExist,
+        m::Operator::Gt => v1::Operator::Gt,
+        m::Operator::Lt => v1::Operator::Lt,
+        m::Operator::Gte => v1::Operator::Gte,
+        m::Operator::Lte => v1::Operator::Lte,
+    };
+    let mut obj = v1::NodeClaim::new(
+        &c.name,
+        v1::NodeClaimSpec {
+            taints: c.taints.iter().map(taint).collect(),
+            startup_taints: c.startup_taints.iter().map(taint).collect(),
+            requirements: c
+                .requirements
+                .iter()
+                .map(|r| v1::NodeSelectorRequirementWithMinValues {
+                    key: r.key.clone(),
+                    operator: operator(r.operator),
+                    values: r.values.clone(),
+                    min_values: r.min_values.and_then(|v| i32::try_from(v).ok()),
+                })
+                .collect(),
+            resources: v1::ResourceRequirements {
+                requests: c
+                    .requests
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), Quantity(format_milli(v))))
+                    .collect(),
+            },
+            node_class_ref: v1::NodeClassReference {
+                group: c.node_class_ref.group.clone(),
+                kind: c.node_class_ref.kind.clone(),
+                name: c.node_class_ref.name.clone(),
+            },
+            expire_after: match c.expire_after {
+                Some(d) => v1::NillableDuration(crate::duration::format_hms(d)),
+                None => v1::NillableDuration::never(),
+            },
+            termination_grace_period: c
+                .termination_grace_period
+                .map(|d| v1::Duration(crate::duration::format_hms(d))),
+        },
+    );
+    obj.metadata.labels = Some(labels_map);
+    if !c.annotations.is_empty() {
+        obj.metadata.annotations = Some(c.annotations.clone());
+    }
+    obj.metadata.finalizers = Some(vec![labels::TERMINATION_FINALIZER.to_owned()]);
+    obj
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
