@@ -10,6 +10,7 @@
 //! ```
 
 pub mod args;
+pub mod lifecycle;
 pub mod metrics;
 pub mod service;
 pub mod store;
