@@ -10,6 +10,7 @@
 //! ```
 
 pub mod args;
+pub mod execute;
 pub mod lifecycle;
 pub mod metrics;
 pub mod service;

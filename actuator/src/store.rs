@@ -162,9 +162,13 @@ impl Kube {
         }
     }
 
+    pub fn client(&self) -> kube::Client {
+        self.api.clone().into_client()
+    }
+
     /// Sets one status condition (replacing one of the same type) and, in the same write,
     /// the other status fields of `extra`; retried on a conflicting write.
-    async fn set_condition(
+    pub(crate) async fn set_condition(
         &self,
         name: &str,
         condition: k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
@@ -213,7 +217,7 @@ impl Kube {
         )))
     }
 
-    fn condition(
+    pub(crate) fn condition(
         &self,
         type_: &str,
         status: bool,
