@@ -467,3 +467,124 @@ mod tests {
         );
     }
 }
+
+/// What garbage collection does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GcAction {
+    /// An instance of this cluster whose NodeClaim does not exist: terminate it.
+    TerminateInstance {
+        node_claim: String,
+        provider_id: String,
+    },
+    /// A launched NodeClaim whose instance is gone: delete it.
+    DeleteClaim { node_claim: String },
+}
+
+/// Karpenter's grace before an instance without a NodeClaim counts as leaked (it may have
+/// been launched a moment before its claim was written).
+pub const LEAK_GRACE: Duration = Duration::from_secs(30);
+
+/// Leaked instances and orphaned claims. `instances` are the cloud's (`list()`), `claims` the
+/// NodeClaims with their provider IDs (empty until launched).
+pub fn garbage(
+    instances: &[berth_scheduler_core::model::Instance],
+    claims: &[(String, String)],
+    now: SystemTime,
+    grace: Duration,
+) -> Vec<GcAction> {
+    let claim_names: std::collections::BTreeSet<&str> =
+        claims.iter().map(|(n, _)| n.as_str()).collect();
+    let live_ids: std::collections::BTreeSet<&str> =
+        instances.iter().map(|i| i.provider_id.as_str()).collect();
+    let mut out: Vec<GcAction> = instances
+        .iter()
+        .filter(|i| !claim_names.contains(i.node_claim.as_str()))
+        .filter(|i| now.duration_since(i.launched_at).unwrap_or_default() >= grace)
+        .filter(|i| i.state != berth_scheduler_core::model::InstanceState::ShuttingDown)
+        .map(|i| GcAction::TerminateInstance {
+            node_claim: i.node_claim.clone(),
+            provider_id: i.provider_id.clone(),
+        })
+        .collect();
+    out.extend(
+        claims
+            .iter()
+            .filter(|(_, id)| !id.is_empty() && !live_ids.contains(id.as_str()))
+            .map(|(name, _)| GcAction::DeleteClaim {
+                node_claim: name.clone(),
+            }),
+    );
+    out
+}
+
+#[cfg(test)]
+mod gc_tests {
+    use super::*;
+    use berth_scheduler_core::model::{CapacityType, Instance, InstanceState};
+
+    fn instance(claim: &str, id: &str, launched: SystemTime, state: InstanceState) -> Instance {
+        Instance {
+            node_claim: claim.into(),
+            node_pool: "gitlab".into(),
+            provider_id: id.into(),
+            instance_type: "m5.large".into(),
+            zone: "us-east-1a".into(),
+            capacity_type: CapacityType::Spot,
+            image_id: "ami-1".into(),
+            capacity: Resources::new(),
+            allocatable: Resources::new(),
+            labels: Labels::new(),
+            price: 0.03,
+            state,
+            launched_at: launched,
+        }
+    }
+
+    #[test]
+    fn leaked_instances_after_the_grace_and_claims_without_instances() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        let instances = vec![
+            instance(
+                "kept",
+                "i-1",
+                t - Duration::from_secs(600),
+                InstanceState::Running,
+            ),
+            instance(
+                "leaked",
+                "i-2",
+                t - Duration::from_secs(600),
+                InstanceState::Running,
+            ),
+            instance(
+                "just-launched",
+                "i-3",
+                t - Duration::from_secs(5),
+                InstanceState::Pending,
+            ),
+            instance(
+                "going",
+                "i-4",
+                t - Duration::from_secs(600),
+                InstanceState::ShuttingDown,
+            ),
+        ];
+        let claims = vec![
+            ("kept".to_owned(), "i-1".to_owned()),
+            ("orphan".to_owned(), "i-9".to_owned()),
+            ("not-launched".to_owned(), String::new()),
+        ];
+        assert_eq!(
+            garbage(&instances, &claims, t, LEAK_GRACE),
+            vec![
+                GcAction::TerminateInstance {
+                    node_claim: "leaked".into(),
+                    provider_id: "i-2".into()
+                },
+                GcAction::DeleteClaim {
+                    node_claim: "orphan".into()
+                },
+            ]
+        );
+    }
+}
