@@ -3,4 +3,5 @@
 //! HTTP API server, the simulated kube-scheduler and kubelets, and `berth sandbox` are not
 //! built yet (see `sim/README.md`).
 
+pub mod server;
 pub mod store;

@@ -1,0 +1,717 @@
+//! The simulated API server's HTTP side: Kubernetes REST paths over [`crate::store`].
+//!
+//! Served: discovery (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/<g>/<v>`); for every
+//! resource of [`RESOURCES`]: list (label and field selectors), watch (replay from a
+//! resourceVersion, `410` as an `ERROR` event, `timeoutSeconds`, bookmarks), get, create,
+//! update (409 on a stale resourceVersion), patch (JSON merge patch and JSON patch; strategic
+//! merge and apply are handled as merge patches), delete (finalizers), and the `status`
+//! subresource. Not yet: eviction with PDBs, bindings, Karpenter validation and conversion on
+//! write, fault injection.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::store::{EventType, Resource, Store, StoreError, status};
+
+/// A resource the server serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiResource {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+}
+
+const fn r(
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+) -> ApiResource {
+    ApiResource {
+        group,
+        version,
+        plural,
+        kind,
+        namespaced,
+    }
+}
+
+/// Every resource served.
+pub const RESOURCES: &[ApiResource] = &[
+    r("", "v1", "namespaces", "Namespace", false),
+    r("", "v1", "pods", "Pod", true),
+    r("", "v1", "nodes", "Node", false),
+    r("", "v1", "events", "Event", true),
+    r(
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        true,
+    ),
+    r("", "v1", "persistentvolumes", "PersistentVolume", false),
+    r("apps", "v1", "deployments", "Deployment", true),
+    r("apps", "v1", "replicasets", "ReplicaSet", true),
+    r("apps", "v1", "statefulsets", "StatefulSet", true),
+    r("apps", "v1", "daemonsets", "DaemonSet", true),
+    r("batch", "v1", "jobs", "Job", true),
+    r(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        true,
+    ),
+    r("coordination.k8s.io", "v1", "leases", "Lease", true),
+    r(
+        "storage.k8s.io",
+        "v1",
+        "storageclasses",
+        "StorageClass",
+        false,
+    ),
+    r("events.k8s.io", "v1", "events", "Event", true),
+    r("karpenter.sh", "v1", "nodepools", "NodePool", false),
+    r("karpenter.sh", "v1", "nodeclaims", "NodeClaim", false),
+    r(
+        "karpenter.k8s.aws",
+        "v1",
+        "ec2nodeclasses",
+        "EC2NodeClass",
+        false,
+    ),
+    r(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        false,
+    ),
+];
+
+impl ApiResource {
+    fn store_key(&self) -> Resource {
+        // Events of core/v1 and events.k8s.io/v1 are different stores here.
+        Resource::new(self.group, self.plural, self.namespaced)
+    }
+
+    fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+}
+
+/// The parsed path of a resource request.
+#[derive(Debug, PartialEq)]
+struct Target {
+    api: ApiResource,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn parse_path(path: &str) -> Option<Target> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match parts.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
+        _ => (None, rest),
+    };
+    let (plural, name, subresource) = match rest {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some((*name).to_owned()), None),
+        [plural, name, sub] => (*plural, Some((*name).to_owned()), Some((*sub).to_owned())),
+        _ => return None,
+    };
+    // `/api/v1/namespaces/<name>` is the namespace itself.
+    let api = *RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)?;
+    Some(Target {
+        api,
+        namespace,
+        name,
+        subresource,
+    })
+}
+
+/// The server: the store plus a clock.
+#[derive(Clone)]
+pub struct ApiServer {
+    pub store: Store,
+    clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer").finish_non_exhaustive()
+    }
+}
+
+fn error(e: &StoreError) -> Response {
+    (
+        StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(status(e)),
+    )
+        .into_response()
+}
+
+fn bad_request(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": "BadRequest", "code": 400}),
+        ),
+    )
+        .into_response()
+}
+
+fn query_param(uri: &Uri, key: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A label selector: `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`.
+fn label_matches(selector: &str, labels: &serde_json::Map<String, Value>) -> bool {
+    let mut terms = Vec::new();
+    let mut depth = 0;
+    let mut start = 0;
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    terms.push(&selector[start..]);
+    terms
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .all(|t| {
+            let get = |k: &str| labels.get(k.trim()).and_then(Value::as_str);
+            if let Some((k, v)) = t.split_once("!=") {
+                return get(k) != Some(v.trim());
+            }
+            if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
+                return get(k) == Some(v.trim());
+            }
+            let set = |rest: &str| -> Vec<String> {
+                rest.trim()
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .split(',')
+                    .map(|v| v.trim().to_owned())
+                    .collect()
+            };
+            if let Some((k, rest)) = t.split_once(" notin ") {
+                return get(k).is_none_or(|v| !set(rest).iter().any(|s| s == v));
+            }
+            if let Some((k, rest)) = t.split_once(" in ") {
+                return get(k).is_some_and(|v| set(rest).iter().any(|s| s == v));
+            }
+            if let Some(k) = t.strip_prefix('!') {
+                return get(k).is_none();
+            }
+            get(t).is_some()
+        })
+}
+
+/// A field selector: `metadata.name=x`, `metadata.namespace=x`, `spec.nodeName=x`,
+/// `status.phase!=Succeeded`, comma-separated.
+fn field_matches(selector: &str, obj: &Value) -> bool {
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .all(|t| {
+            let (path, want, equal) = match t.split_once("!=") {
+                Some((p, v)) => (p, v, false),
+                None => match t.split_once("==").or_else(|| t.split_once('=')) {
+                    Some((p, v)) => (p, v, true),
+                    None => return false,
+                },
+            };
+            let mut v = obj;
+            for part in path.split('.') {
+                v = &v[part];
+            }
+            let have = v.as_str().unwrap_or("");
+            (have == want) == equal
+        })
+}
+
+fn selected(uri: &Uri, obj: &Value) -> bool {
+    let labels = obj["metadata"]["labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    query_param(uri, "labelSelector").is_none_or(|s| label_matches(&s, &labels))
+        && query_param(uri, "fieldSelector").is_none_or(|s| field_matches(&s, obj))
+}
+
+impl ApiServer {
+    pub fn new(store: Store, clock: Arc<dyn Fn() -> SystemTime + Send + Sync>) -> Self {
+        Self { store, clock }
+    }
+
+    /// Serves on `addr` (port 0: any) until `shutdown` resolves; returns the bound address
+    /// and the server task.
+    pub async fn serve(
+        self,
+        addr: SocketAddr,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let server = self.clone();
+                async move { server.handle(method, uri, headers, body).await }
+            },
+        );
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        });
+        Ok((bound, task))
+    }
+
+    async fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        let path = uri.path();
+        if let Some(resp) = self.discovery(path) {
+            return resp;
+        }
+        let Some(t) = parse_path(path) else {
+            return error(&StoreError::NotFound {
+                resource: "path".to_owned(),
+                name: path.to_owned(),
+            });
+        };
+        if t.api.namespaced && t.namespace.is_none() && method != Method::GET {
+            return bad_request("a namespaced resource needs a namespace in its path");
+        }
+        let now = (self.clock)();
+        let key = t.api.store_key();
+        let ns = t.namespace.clone().unwrap_or_default();
+        let parse = || -> Result<Value, Box<Response>> {
+            serde_json::from_slice(&body)
+                .map_err(|e| Box::new(bad_request(&format!("invalid JSON: {e}"))))
+        };
+        match (&method, &t.name, t.subresource.as_deref()) {
+            (&Method::GET, None, None) => {
+                if query_param(&uri, "watch").is_some_and(|w| w == "true" || w == "1") {
+                    return self.watch(&t, &uri);
+                }
+                let (items, rv) = self.store.list(&key, t.namespace.as_deref());
+                let items: Vec<Value> = items.into_iter().filter(|o| selected(&uri, o)).collect();
+                axum::Json(json!({
+                    "kind": format!("{}List", t.api.kind),
+                    "apiVersion": t.api.api_version(),
+                    "metadata": {"resourceVersion": rv.to_string()},
+                    "items": items,
+                }))
+                .into_response()
+            }
+            (&Method::GET, Some(name), None | Some("status")) => {
+                match self.store.get(&key, &ns, name) {
+                    Ok(o) => axum::Json(o).into_response(),
+                    Err(e) => error(&e),
+                }
+            }
+            (&Method::POST, None, None) => {
+                let mut obj = match parse() {
+                    Ok(o) => o,
+                    Err(r) => return *r,
+                };
+                self.defaults(&t, &mut obj);
+                match self.store.create(&key, obj, now) {
+                    Ok(o) => (StatusCode::CREATED, axum::Json(o)).into_response(),
+                    Err(e) => error(&e),
+                }
+            }
+            (&Method::PUT, Some(name), sub) => {
+                let mut obj = match parse() {
+                    Ok(o) => o,
+                    Err(r) => return *r,
+                };
+                if meta_name(&obj) != Some(name.as_str()) {
+                    return bad_request("the name in the body does not match the path");
+                }
+                self.defaults(&t, &mut obj);
+                self.write(&t, &key, &ns, name, sub, obj, now)
+            }
+            (&Method::PATCH, Some(name), sub) => {
+                let current = match self.store.get(&key, &ns, name) {
+                    Ok(o) => o,
+                    Err(e) => return error(&e),
+                };
+                let patch = match parse() {
+                    Ok(o) => o,
+                    Err(r) => return *r,
+                };
+                let content_type = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let mut patched = current.clone();
+                if content_type.starts_with("application/json-patch+json") {
+                    let ops: json_patch::Patch = match serde_json::from_value(patch) {
+                        Ok(p) => p,
+                        Err(e) => return bad_request(&format!("invalid JSON patch: {e}")),
+                    };
+                    if let Err(e) = json_patch::patch(&mut patched, &ops) {
+                        return (
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                "status": "Failure", "message": e.to_string(), "reason": "Invalid", "code": 422})),
+                        )
+                            .into_response();
+                    }
+                } else {
+                    // Merge patch; strategic merge and apply are approximated by it.
+                    json_patch::merge(&mut patched, &patch);
+                }
+                // Without a resourceVersion in the patch, the patch applies to the current one.
+                if patch_rv(&patched, &current) {
+                    patched["metadata"]["resourceVersion"] =
+                        current["metadata"]["resourceVersion"].clone();
+                }
+                self.write(&t, &key, &ns, name, sub, patched, now)
+            }
+            (&Method::DELETE, Some(name), None) => match self.store.delete(&key, &ns, name, now) {
+                Ok(o) => axum::Json(o).into_response(),
+                Err(e) => error(&e),
+            },
+            _ => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "message": format!("{method} {path} is not supported"),
+                    "reason": "MethodNotAllowed", "code": 405})),
+            )
+                .into_response(),
+        }
+    }
+
+    /// Writes `obj` over the object (`status` subresource: only its status changes; main
+    /// resource: everything but its status).
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        t: &Target,
+        key: &Resource,
+        ns: &str,
+        name: &str,
+        sub: Option<&str>,
+        mut obj: Value,
+        now: SystemTime,
+    ) -> Response {
+        let current = match self.store.get(key, ns, name) {
+            Ok(o) => o,
+            Err(e) => return error(&e),
+        };
+        match sub {
+            Some("status") => {
+                let mut next = current.clone();
+                next["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
+                if let Some(rv) = obj["metadata"].get("resourceVersion") {
+                    next["metadata"]["resourceVersion"] = rv.clone();
+                }
+                obj = next;
+            }
+            None => {
+                if let Some(s) = current.get("status") {
+                    obj["status"] = s.clone();
+                } else if let Some(o) = obj.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+            Some(other) => return bad_request(&format!("subresource {other} is not supported")),
+        }
+        if t.api.namespaced {
+            obj["metadata"]["namespace"] = ns.into();
+        }
+        match self.store.update(key, obj, now) {
+            Ok(o) => axum::Json(o).into_response(),
+            Err(e) => error(&e),
+        }
+    }
+
+    fn defaults(&self, t: &Target, obj: &mut Value) {
+        if !obj.is_object() {
+            return;
+        }
+        obj["apiVersion"] = t.api.api_version().into();
+        obj["kind"] = t.api.kind.into();
+        if obj.get("metadata").is_none_or(|m| !m.is_object()) {
+            obj["metadata"] = json!({});
+        }
+        if let Some(ns) = &t.namespace {
+            obj["metadata"]["namespace"] = ns.clone().into();
+        }
+    }
+
+    fn watch(&self, t: &Target, uri: &Uri) -> Response {
+        let key = t.api.store_key();
+        let from = query_param(uri, "resourceVersion")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v > 0);
+        let timeout = query_param(uri, "timeoutSeconds")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(1800));
+        let bookmarks = query_param(uri, "allowWatchBookmarks").is_some_and(|v| v == "true");
+        let namespace = t.namespace.clone();
+        let uri = uri.clone();
+        let api = t.api;
+        // No resourceVersion: start with the current objects as ADDED events.
+        let (initial, start) = match from {
+            Some(rv) => (Vec::new(), rv),
+            None => {
+                let (items, rv) = self.store.list(&key, namespace.as_deref());
+                (items, rv)
+            }
+        };
+        let line = |kind: &str, object: &Value| {
+            let mut s = serde_json::to_vec(&json!({"type": kind, "object": object}))
+                .expect("events serialize");
+            s.push(b'\n');
+            Bytes::from(s)
+        };
+        let mut prefix: Vec<Bytes> = initial
+            .iter()
+            .filter(|o| selected(&uri, o))
+            .map(|o| line("ADDED", o))
+            .collect();
+        let watch = match self.store.watch(&key, start) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                prefix.push(line("ERROR", &status(&e)));
+                None
+            }
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let bookmark = move |rv: u64| {
+            line(
+                "BOOKMARK",
+                &json!({"kind": api.kind, "apiVersion": api.api_version(),
+                    "metadata": {"resourceVersion": rv.to_string()}}),
+            )
+        };
+        let state = (prefix.into_iter(), watch, uri, namespace, bookmarks, start);
+        let stream = futures::stream::unfold(state, move |mut st| async move {
+            if let Some(b) = st.0.next() {
+                return Some((Ok::<Bytes, Infallible>(b), st));
+            }
+            let watch = st.1.as_mut()?;
+            loop {
+                let next = tokio::time::timeout_at(
+                    deadline.min(tokio::time::Instant::now() + Duration::from_secs(60)),
+                    watch.next(),
+                )
+                .await;
+                match next {
+                    Err(_) if tokio::time::Instant::now() >= deadline => return None,
+                    Err(_) if st.4 => {
+                        let b = bookmark(st.5);
+                        return Some((Ok(b), st));
+                    }
+                    Err(_) => continue,
+                    Ok(Err(e)) => {
+                        let b = line("ERROR", &status(&e));
+                        st.1 = None;
+                        return Some((Ok(b), st));
+                    }
+                    Ok(Ok(e)) => {
+                        st.5 = e.resource_version;
+                        let in_ns = st.3.as_deref().is_none_or(|ns| {
+                            e.object["metadata"]["namespace"].as_str() == Some(ns)
+                        });
+                        if !in_ns || !selected(&st.2, &e.object) {
+                            continue;
+                        }
+                        let kind = match e.kind {
+                            EventType::Added => "ADDED",
+                            EventType::Modified => "MODIFIED",
+                            EventType::Deleted => "DELETED",
+                        };
+                        return Some((Ok(line(kind, &e.object)), st));
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(Body::from_stream(stream))
+            .expect("a valid response")
+    }
+
+    fn discovery(&self, path: &str) -> Option<Response> {
+        let json = |v: Value| Some(axum::Json(v).into_response());
+        match path.trim_end_matches('/') {
+            "/version" => json(
+                json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-berth-sim",
+                "platform": "linux/amd64"}),
+            ),
+            "/api" => json(json!({"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})),
+            "/apis" => {
+                let mut groups: Vec<(&str, &str)> = RESOURCES
+                    .iter()
+                    .filter(|r| !r.group.is_empty())
+                    .map(|r| (r.group, r.version))
+                    .collect();
+                groups.dedup();
+                groups.sort();
+                groups.dedup();
+                let groups: Vec<Value> = groups
+                    .into_iter()
+                    .map(|(g, v)| {
+                        let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+                        json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+                    })
+                    .collect();
+                json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+            }
+            p => {
+                let parts: Vec<&str> = p.trim_matches('/').split('/').collect();
+                let (group, version) = match parts.as_slice() {
+                    ["api", v] => ("", *v),
+                    ["apis", g, v] => (*g, *v),
+                    _ => return None,
+                };
+                let resources: Vec<Value> = RESOURCES
+                    .iter()
+                    .filter(|r| r.group == group && r.version == version)
+                    .flat_map(|r| {
+                        let verbs = ["create", "delete", "get", "list", "patch", "update", "watch"];
+                        [
+                            json!({"name": r.plural, "singularName": r.kind.to_lowercase(),
+                                "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs}),
+                            json!({"name": format!("{}/status", r.plural), "singularName": "",
+                                "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}),
+                        ]
+                    })
+                    .collect();
+                if resources.is_empty() {
+                    return None;
+                }
+                let gv = if group.is_empty() {
+                    version.to_owned()
+                } else {
+                    format!("{group}/{version}")
+                };
+                json(
+                    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+                    "resources": resources}),
+                )
+            }
+        }
+    }
+}
+
+fn meta_name(obj: &Value) -> Option<&str> {
+    obj["metadata"]["name"].as_str()
+}
+
+/// Whether the patched object carries no resourceVersion of its own (then the stored one
+/// applies, as the API server does for patches).
+fn patch_rv(patched: &Value, current: &Value) -> bool {
+    patched["metadata"].get("resourceVersion").is_none()
+        || patched["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_to_resources() {
+        let t = parse_path("/api/v1/namespaces/ci/pods/build-1/status").unwrap();
+        assert_eq!(t.api.plural, "pods");
+        assert_eq!(t.namespace.as_deref(), Some("ci"));
+        assert_eq!(t.name.as_deref(), Some("build-1"));
+        assert_eq!(t.subresource.as_deref(), Some("status"));
+        let t = parse_path("/apis/karpenter.sh/v1/nodeclaims/x").unwrap();
+        assert_eq!((t.api.kind, t.namespace), ("NodeClaim", None));
+        let t = parse_path("/api/v1/namespaces/ci").unwrap();
+        assert_eq!(
+            (t.api.plural, t.name.as_deref()),
+            ("namespaces", Some("ci"))
+        );
+        assert!(parse_path("/apis/nope/v1/things").is_none());
+    }
+
+    #[test]
+    fn selectors() {
+        let labels: serde_json::Map<String, Value> =
+            serde_json::from_value(json!({"app": "web", "tier": "front"})).unwrap();
+        for (s, want) in [
+            ("app=web", true),
+            ("app==web,tier=front", true),
+            ("app!=web", false),
+            ("app in (web,api)", true),
+            ("app notin (web)", false),
+            ("tier", true),
+            ("!missing", true),
+            ("missing", false),
+        ] {
+            assert_eq!(label_matches(s, &labels), want, "{s}");
+        }
+        let pod = json!({"metadata": {"name": "p", "namespace": "ci"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        assert!(field_matches(
+            "spec.nodeName=n1,status.phase!=Succeeded",
+            &pod
+        ));
+        assert!(!field_matches("spec.nodeName=n2", &pod));
+        assert!(field_matches("spec.nodeName=", &json!({"spec": {}})));
+    }
+}
