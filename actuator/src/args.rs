@@ -51,6 +51,13 @@ pub struct Args {
         default_value = "kubernetes"
     )]
     pub node_claims: NodeClaims,
+    /// How often the NodeClaim lifecycle (registration, initialization, liveness, drain,
+    /// termination) is reconciled (with `--node-claims kubernetes`).
+    #[arg(long, env = "BERTH_LIFECYCLE_INTERVAL", default_value = "2s", value_parser = duration)]
+    pub lifecycle_interval: Duration,
+    /// A launched instance's node must register within this, or its NodeClaim is deleted.
+    #[arg(long, env = "BERTH_REGISTRATION_TTL", default_value = "15m", value_parser = duration)]
+    pub registration_ttl: Duration,
     /// Kubeconfig of the cluster (default: `KUBECONFIG`, `~/.kube/config`, or in-cluster).
     #[arg(long, env = "BERTH_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,

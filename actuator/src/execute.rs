@@ -193,6 +193,9 @@ impl Executor {
     }
 
     /// Evicts one pod through the Eviction API (which honours PodDisruptionBudgets).
+    ///
+    /// NB: give the executor a client built with `default_retry = false`, or kube-rs retries a
+    /// PDB's 429 for minutes before this returns `Blocked`.
     pub async fn evict(&self, namespace: &str, name: &str) -> Result<Eviction, StoreError> {
         let pods: Api<Pod> = Api::namespaced(self.store.client(), namespace);
         match pods.evict(name, &EvictParams::default()).await {

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod args;
+pub mod controller;
 pub mod execute;
 pub mod lifecycle;
 pub mod metrics;
@@ -104,10 +105,11 @@ impl Running {
 /// Binds both addresses, builds the provider and the NodeClaim store from `args`, and serves.
 pub async fn start(args: Args, metrics: PrometheusHandle) -> anyhow::Result<Running> {
     match args.node_claims {
-        NodeClaims::Memory => start_with(args, Memory::default(), metrics).await,
+        NodeClaims::Memory => start_with(args, Memory::default(), None, metrics).await,
         NodeClaims::Kubernetes => {
             let client = kube_client(&args).await?;
-            start_with(args, store::Kube::new(client), metrics).await
+            let store = store::Kube::new(client.clone());
+            start_with(args, store, Some(client), metrics).await
         }
     }
 }
@@ -125,12 +127,18 @@ async fn kube_client(args: &Args) -> anyhow::Result<kube::Client> {
             .await
             .context("no Kubernetes configuration (give --kubeconfig, or --node-claims memory)")?,
     };
+    let mut config = config;
+    // NB: kube-rs retries 429s by default, up to 15 times with backoff to minutes. A 429 from
+    // the Eviction API means "a PodDisruptionBudget says not now": the drain retries it on
+    // its next pass, so the client must hand it back at once.
+    config.default_retry = false;
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
 async fn start_with<S: NodeClaimStore>(
     args: Args,
     store: S,
+    cluster: Option<kube::Client>,
     metrics: PrometheusHandle,
 ) -> anyhow::Result<Running> {
     match args.provider {
@@ -152,13 +160,21 @@ async fn start_with<S: NodeClaimStore>(
                     ..SimOptions::default()
                 },
             );
-            serve(args, Metered::new(sim), store, metrics, None).await
+            serve(args, Metered::new(sim), store, cluster, metrics, None).await
         }
         Provider::Ec2 => {
             let cloud = ec2_cloud(&args).await?;
             let gauge_source = cloud.clone();
             let gauge: Gauge = Box::new(move || gauge_source.unavailable_offerings());
-            serve(args, Metered::new(cloud), store, metrics, Some(gauge)).await
+            serve(
+                args,
+                Metered::new(cloud),
+                store,
+                cluster,
+                metrics,
+                Some(gauge),
+            )
+            .await
         }
     }
 }
@@ -232,10 +248,11 @@ pub fn read_node_classes(
 
 type Gauge = Box<dyn Fn() -> usize + Send + Sync>;
 
-async fn serve<P: CloudProvider, S: NodeClaimStore>(
+async fn serve<P: CloudProvider + Clone, S: NodeClaimStore>(
     args: Args,
     provider: P,
     store: S,
+    cluster: Option<kube::Client>,
     metrics: PrometheusHandle,
     unavailable_offerings: Option<Gauge>,
 ) -> anyhow::Result<Running> {
@@ -267,6 +284,14 @@ async fn serve<P: CloudProvider, S: NodeClaimStore>(
     health
         .set_serving::<berth_proto::v1::cloud_provider_server::CloudProviderServer<CloudService<P, S>>>()
         .await;
+    let lifecycle = cluster.map(|client| {
+        controller::Lifecycle::new(
+            provider.clone(),
+            client,
+            args.registration_ttl,
+            std::sync::Arc::new(std::time::SystemTime::now),
+        )
+    });
     let router = router.add_service(
         berth_proto::v1::cloud_provider_server::CloudProviderServer::new(CloudService::new(
             provider, store,
@@ -293,7 +318,17 @@ async fn serve<P: CloudProvider, S: NodeClaimStore>(
         .route("/readyz", axum::routing::get(|| async { "ok" }));
     let admin = axum::serve(admin_listener, app).with_graceful_shutdown(until(stopped.clone()));
     let gauges = gauge_loop(unavailable_offerings, until(stopped.clone()));
-    let task = tokio::spawn(supervise(grpc, admin, gauges, stop.clone()));
+    let interval = args.lifecycle_interval;
+    let lifecycle_stopped = stopped.clone();
+    let background = async move {
+        match lifecycle {
+            Some(l) => {
+                tokio::join!(gauges, l.run(interval, lifecycle_stopped));
+            }
+            None => gauges.await,
+        }
+    };
+    let task = tokio::spawn(supervise(grpc, admin, background, stop.clone()));
     Ok(Running {
         grpc_addr,
         admin_addr,

@@ -5,8 +5,8 @@
 //! resourceVersion, `410` as an `ERROR` event, `timeoutSeconds`, bookmarks), get, create,
 //! update (409 on a stale resourceVersion), patch (JSON merge patch and JSON patch; strategic
 //! merge and apply are handled as merge patches), delete (finalizers), and the `status`
-//! subresource. Not yet: eviction with PDBs, bindings, Karpenter validation and conversion on
-//! write, fault injection.
+//! subresource, and eviction honouring PodDisruptionBudgets (429). Not yet: bindings, Karpenter
+//! validation and conversion on write, fault injection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -426,6 +426,9 @@ impl ApiServer {
                 }
                 self.write(&t, &key, &ns, name, sub, patched, now)
             }
+            (&Method::POST, Some(name), Some("eviction")) if t.api.plural == "pods" => {
+                self.evict(&ns, name, now)
+            }
             (&Method::DELETE, Some(name), None) => match self.store.delete(&key, &ns, name, now) {
                 Ok(o) => axum::Json(o).into_response(),
                 Err(e) => error(&e),
@@ -480,6 +483,87 @@ impl ApiServer {
         }
         match self.store.update(key, obj, now) {
             Ok(o) => axum::Json(o).into_response(),
+            Err(e) => error(&e),
+        }
+    }
+
+    /// The Eviction API: deletes the pod unless a PodDisruptionBudget selecting it would be
+    /// broken (429, as the real API server answers).
+    fn evict(&self, ns: &str, name: &str, now: SystemTime) -> Response {
+        let pods = Resource::new("", "pods", true);
+        let pod = match self.store.get(&pods, ns, name) {
+            Ok(p) => p,
+            Err(e) => return error(&e),
+        };
+        let labels = pod["metadata"]["labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let (budgets, _) = self.store.list(
+            &Resource::new("policy", "poddisruptionbudgets", true),
+            Some(ns),
+        );
+        let (all, _) = self.store.list(&pods, Some(ns));
+        for pdb in budgets {
+            let selector = &pdb["spec"]["selector"];
+            if !selector_matches_json(selector, &labels) {
+                continue;
+            }
+            let matching: Vec<&Value> = all
+                .iter()
+                .filter(|p| {
+                    selector_matches_json(
+                        selector,
+                        &p["metadata"]["labels"]
+                            .as_object()
+                            .cloned()
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let expected = matching.len() as i64;
+            let healthy = matching
+                .iter()
+                .filter(|p| {
+                    p["metadata"].get("deletionTimestamp").is_none()
+                        && p["status"]["phase"].as_str() == Some("Running")
+                })
+                .count() as i64;
+            let amount = |v: &Value| -> Option<i64> {
+                match v {
+                    Value::Number(n) => n.as_i64(),
+                    Value::String(s) => s
+                        .strip_suffix('%')
+                        .and_then(|p| p.parse::<i64>().ok())
+                        .map(|p| (p * expected + 99) / 100),
+                    _ => None,
+                }
+            };
+            let allowed = if let Some(min) = pdb["spec"].get("minAvailable").and_then(amount) {
+                healthy > min // one fewer healthy pod still meets minAvailable
+            } else if let Some(max) = pdb["spec"].get("maxUnavailable").and_then(amount) {
+                (expected - healthy) < max // one more unavailable still within maxUnavailable
+            } else {
+                true
+            };
+            if !allowed {
+                let pdb_name = pdb["metadata"]["name"].as_str().unwrap_or_default();
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "TooManyRequests", "code": 429,
+                        "message": format!("Cannot evict pod as it would violate the pod's disruption budget {pdb_name}.")})),
+                )
+                    .into_response();
+            }
+        }
+        match self.store.delete(&pods, ns, name, now) {
+            Ok(_) => (
+                StatusCode::CREATED,
+                axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Success", "code": 201})),
+            )
+                .into_response(),
             Err(e) => error(&e),
         }
     }
@@ -656,6 +740,33 @@ impl ApiServer {
             }
         }
     }
+}
+
+/// A `LabelSelector` object (`matchLabels`, `matchExpressions`) against labels; an empty or
+/// missing selector matches everything (policy/v1).
+fn selector_matches_json(selector: &Value, labels: &serde_json::Map<String, Value>) -> bool {
+    let labels_ok = selector["matchLabels"]
+        .as_object()
+        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let exprs_ok = selector["matchExpressions"].as_array().is_none_or(|exprs| {
+        exprs.iter().all(|e| {
+            let have = labels
+                .get(e["key"].as_str().unwrap_or_default())
+                .and_then(Value::as_str);
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .map(|v| v.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match e["operator"].as_str().unwrap_or_default() {
+                "In" => have.is_some_and(|h| values.contains(&h)),
+                "NotIn" => have.is_none_or(|h| !values.contains(&h)),
+                "Exists" => have.is_some(),
+                "DoesNotExist" => have.is_none(),
+                _ => false,
+            }
+        })
+    });
+    labels_ok && exprs_ok
 }
 
 fn meta_name(obj: &Value) -> Option<&str> {

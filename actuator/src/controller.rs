@@ -1,0 +1,358 @@
+//! The NodeClaim lifecycle controller: reads NodeClaims, Nodes and Pods, decides with
+//! [`crate::lifecycle`], acts with [`crate::execute`] and the cloud provider.
+//!
+//! NB: it reconciles every NodeClaim on each pass (`reconcile_all`, run every `interval` by
+//! [`Lifecycle::run`]) from fresh lists; moving it onto kube-runtime watches is the next step
+//! (the decisions and the writes stay as they are).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use berth_api::v1::NodeClaim as NodeClaimObject;
+use berth_cloud::{CloudError, CloudProvider};
+use berth_scheduler_core::labels;
+use berth_scheduler_core::model::{Resources, Taint, TaintEffect};
+use berth_scheduler_core::quantity::parse_milli;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams};
+
+use crate::execute::Executor;
+use crate::lifecycle::{self, ClaimView, DrainStep, NodeView, PodView, Step};
+use crate::store::{Kube, NodeClaimStore, StoreError};
+
+/// What one pass did, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub registered: Vec<String>,
+    pub initialized: Vec<String>,
+    pub deleted_unregistered: Vec<String>,
+    pub evicted: Vec<String>,
+    pub eviction_blocked: Vec<String>,
+    pub terminated: Vec<String>,
+    pub finalized: Vec<String>,
+}
+
+pub struct Lifecycle<P> {
+    provider: P,
+    store: Kube,
+    exec: Executor,
+    claims: Api<NodeClaimObject>,
+    nodes: Api<Node>,
+    pods: Api<Pod>,
+    registration_ttl: Duration,
+    clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+}
+
+impl<P> std::fmt::Debug for Lifecycle<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lifecycle")
+            .field("registration_ttl", &self.registration_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+fn resources(
+    map: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) -> Resources {
+    let mut out = Resources::new();
+    for (k, q) in map {
+        if let Ok(v) = parse_milli(&q.0) {
+            out.set(k, v);
+        }
+    }
+    out
+}
+
+fn condition_true(claim: &NodeClaimObject, type_: &str) -> bool {
+    claim.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    })
+}
+
+fn claim_view(c: &NodeClaimObject) -> ClaimView {
+    let status = c.status.clone().unwrap_or_default();
+    ClaimView {
+        name: c.metadata.name.clone().unwrap_or_default(),
+        provider_id: status.provider_id.clone().unwrap_or_default(),
+        labels: c.metadata.labels.clone().unwrap_or_default(),
+        taints: c.spec.taints.iter().map(Into::into).collect(),
+        startup_taints: c.spec.startup_taints.iter().map(Into::into).collect(),
+        requests: resources(&c.spec.resources.requests),
+        registered: condition_true(c, "Registered"),
+        initialized: condition_true(c, "Initialized"),
+        created_at: c
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(SystemTime::UNIX_EPOCH, |t| SystemTime::from(t.0)),
+    }
+}
+
+fn core_taint(t: &k8s_openapi::api::core::v1::Taint) -> Option<Taint> {
+    Some(Taint {
+        key: t.key.clone(),
+        value: t.value.clone().unwrap_or_default(),
+        effect: match t.effect.as_str() {
+            "NoSchedule" => TaintEffect::NoSchedule,
+            "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
+            "NoExecute" => TaintEffect::NoExecute,
+            _ => return None,
+        },
+    })
+}
+
+fn node_view(n: &Node) -> NodeView {
+    let spec = n.spec.clone().unwrap_or_default();
+    let status = n.status.clone().unwrap_or_default();
+    NodeView {
+        name: n.metadata.name.clone().unwrap_or_default(),
+        provider_id: spec.provider_id.clone().unwrap_or_default(),
+        labels: n.metadata.labels.clone().unwrap_or_default(),
+        taints: spec
+            .taints
+            .iter()
+            .flatten()
+            .filter_map(core_taint)
+            .collect(),
+        ready: status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        allocatable: resources(&status.allocatable.clone().unwrap_or_default()),
+    }
+}
+
+fn pod_view(p: &Pod) -> PodView {
+    let spec = p.spec.clone().unwrap_or_default();
+    let phase = p
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    PodView {
+        namespace: p.metadata.namespace.clone().unwrap_or_default(),
+        name: p.metadata.name.clone().unwrap_or_default(),
+        critical: matches!(
+            spec.priority_class_name.as_deref(),
+            Some("system-cluster-critical" | "system-node-critical")
+        ),
+        daemon_set: p
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "DaemonSet"),
+        terminal: phase == "Succeeded" || phase == "Failed",
+        mirror: p
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror")),
+        deleting: p.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+fn kube_err(e: kube::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl<P: CloudProvider> Lifecycle<P> {
+    pub fn new(
+        provider: P,
+        client: kube::Client,
+        registration_ttl: Duration,
+        clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+    ) -> Self {
+        let store = Kube::new(client.clone());
+        Self {
+            provider,
+            exec: Executor::new(store.clone()),
+            store,
+            claims: Api::all(client.clone()),
+            nodes: Api::all(client.clone()),
+            pods: Api::all(client),
+            registration_ttl,
+            clock,
+        }
+    }
+
+    /// One pass over every NodeClaim.
+    pub async fn reconcile_all(&self) -> Result<Pass, StoreError> {
+        let claims = self
+            .claims
+            .list(&ListParams::default())
+            .await
+            .map_err(kube_err)?;
+        let nodes = self
+            .nodes
+            .list(&ListParams::default())
+            .await
+            .map_err(kube_err)?;
+        let by_provider: BTreeMap<String, &Node> = nodes
+            .items
+            .iter()
+            .filter_map(|n| Some((n.spec.as_ref()?.provider_id.clone()?, n)))
+            .collect();
+        let mut pass = Pass::default();
+        for c in &claims.items {
+            let view = claim_view(c);
+            let node = by_provider.get(&view.provider_id).copied();
+            let result = if c.metadata.deletion_timestamp.is_some() {
+                self.terminate(c, &view, node, &mut pass).await
+            } else {
+                self.advance(c, &view, node, &mut pass).await
+            };
+            if let Err(e) = result {
+                // One claim's trouble does not stop the others.
+                tracing::warn!(node_claim = %view.name, error = %e, "reconcile");
+            }
+        }
+        Ok(pass)
+    }
+
+    async fn advance(
+        &self,
+        c: &NodeClaimObject,
+        view: &ClaimView,
+        node: Option<&Node>,
+        pass: &mut Pass,
+    ) -> Result<(), StoreError> {
+        let node_view = node.map(node_view);
+        match lifecycle::next_step(
+            view,
+            node_view.as_ref(),
+            (self.clock)(),
+            self.registration_ttl,
+        ) {
+            Step::Wait { .. } => Ok(()),
+            Step::Register {
+                node,
+                labels: l,
+                add_taints,
+                ..
+            } => {
+                let uid = c.metadata.uid.clone().unwrap_or_default();
+                self.exec
+                    .register(&view.name, &uid, &node, &l, &add_taints)
+                    .await?;
+                pass.registered.push(view.name.clone());
+                Ok(())
+            }
+            Step::Initialize { node } => {
+                self.exec.initialize(&view.name, &node).await?;
+                pass.initialized.push(view.name.clone());
+                Ok(())
+            }
+            Step::Delete { reason } => {
+                tracing::info!(node_claim = %view.name, %reason, "deleting a NodeClaim that never registered");
+                self.store.delete(&view.name).await?;
+                pass.deleted_unregistered.push(view.name.clone());
+                Ok(())
+            }
+        }
+    }
+
+    async fn terminate(
+        &self,
+        c: &NodeClaimObject,
+        view: &ClaimView,
+        node: Option<&Node>,
+        pass: &mut Pass,
+    ) -> Result<(), StoreError> {
+        let ours = c
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == labels::TERMINATION_FINALIZER);
+        if !ours {
+            return Ok(());
+        }
+        let node_name = node.and_then(|n| n.metadata.name.clone());
+        let pods: Vec<PodView> = match &node_name {
+            Some(n) => self
+                .pods
+                .list(&ListParams::default().fields(&format!("spec.nodeName={n}")))
+                .await
+                .map_err(kube_err)?
+                .items
+                .iter()
+                .map(pod_view)
+                .collect(),
+            None => Vec::new(),
+        };
+        let grace_over = match (
+            &c.metadata.deletion_timestamp,
+            &c.spec.termination_grace_period,
+        ) {
+            (Some(at), Some(tgp)) => tgp
+                .parse()
+                .is_ok_and(|d| SystemTime::from(at.0) + d <= (self.clock)()),
+            _ => false,
+        };
+        let taints = node.map(|n| node_view(n).taints);
+        match lifecycle::drain_step(taints.as_deref(), &pods, grace_over) {
+            DrainStep::Taint => {
+                if let Some(n) = &node_name {
+                    self.exec.taint_disrupted(n).await?;
+                }
+            }
+            DrainStep::Evict(keys) => {
+                for (ns, name) in keys {
+                    match self.exec.evict(&ns, &name).await? {
+                        crate::execute::Eviction::Blocked => {
+                            pass.eviction_blocked.push(format!("{ns}/{name}"))
+                        }
+                        _ => pass.evicted.push(format!("{ns}/{name}")),
+                    }
+                }
+            }
+            DrainStep::Delete(keys) => {
+                for (ns, name) in keys {
+                    self.exec.delete_pod(&ns, &name).await?;
+                    pass.evicted.push(format!("{ns}/{name}"));
+                }
+            }
+            DrainStep::WaitForPods => {}
+            DrainStep::Terminate => {
+                if view.provider_id.is_empty() {
+                    // Never launched: nothing to terminate.
+                    self.store.finalize(&view.name).await?;
+                    pass.finalized.push(view.name.clone());
+                    return Ok(());
+                }
+                match self.provider.delete(&view.name).await {
+                    Ok(()) => pass.terminated.push(view.name.clone()),
+                    Err(CloudError::NotFound { .. }) => {
+                        if let Some(n) = &node_name {
+                            self.exec.delete_node(n).await?;
+                        }
+                        self.store.finalize(&view.name).await?;
+                        pass.finalized.push(view.name.clone());
+                    }
+                    Err(e) => return Err(StoreError::Unavailable(e.to_string())),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reconciles every `interval` until `stop` turns true.
+    pub async fn run(self, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.reconcile_all().await {
+                        tracing::warn!(error = %e, "lifecycle pass");
+                    }
+                }
+                () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The NodeClaim lifecycle controller against the simulated API server and the sim cloud:
+//! registration, initialization, liveness, drain with a PodDisruptionBudget, termination.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use berth_actuator::controller::Lifecycle;
+use berth_actuator::store::{Kube, NodeClaimStore};
+use berth_cloud::{CloudProvider, SimCloud, SimOptions};
+use berth_scheduler_core::labels;
+use berth_scheduler_core::model::{
+    NodeClaim, NodeClassRef, Operator, Requirement, Taint, TaintEffect,
+};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+struct World {
+    client: kube::Client,
+    cloud: SimCloud,
+    store: Kube,
+    lifecycle: Lifecycle<SimCloud>,
+    clock: Arc<Mutex<SystemTime>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn world() -> World {
+    let server = berth_sim::server::ApiServer::new(
+        berth_sim::store::Store::new(10_000),
+        Arc::new(SystemTime::now),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr, _task) = server
+        .serve("127.0.0.1:0".parse().unwrap(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    let mut config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    // As the actuator does: a PDB's 429 is the drain's to retry, not the client's.
+    config.default_retry = false;
+    let client = kube::Client::try_from(config).unwrap();
+    let cloud = SimCloud::new(
+        &berth_catalog::Catalog::builtin(),
+        SimOptions {
+            boot_delay: Duration::ZERO,
+            termination_delay: Duration::ZERO,
+            ..SimOptions::default()
+        },
+    );
+    let clock = Arc::new(Mutex::new(SystemTime::now()));
+    let c = clock.clone();
+    let lifecycle = Lifecycle::new(
+        cloud.clone(),
+        client.clone(),
+        Duration::from_secs(15 * 60),
+        Arc::new(move || *c.lock().unwrap()),
+    );
+    World {
+        store: Kube::new(client.clone()),
+        client,
+        cloud,
+        lifecycle,
+        clock,
+        _stop: stop,
+    }
+}
+
+fn claim(name: &str) -> NodeClaim {
+    let mut c = NodeClaim::new(
+        name,
+        "gitlab",
+        NodeClassRef {
+            group: "karpenter.k8s.aws".into(),
+            kind: "EC2NodeClass".into(),
+            name: "default".into(),
+        },
+    );
+    c.requirements = vec![Requirement::new(
+        labels::INSTANCE_TYPE,
+        Operator::In,
+        &["m5.large"],
+    )];
+    c.labels = [("workload".to_owned(), "ci".to_owned())].into();
+    c.taints = vec![Taint {
+        key: "dedicated".into(),
+        value: "gitlab".into(),
+        effect: TaintEffect::NoSchedule,
+    }];
+    c
+}
+
+/// Creates the claim and launches it, as the Launch RPC does.
+async fn launch(w: &World, name: &str) -> String {
+    let c = claim(name);
+    w.store.create(&c).await.unwrap();
+    let instance = w.cloud.create(&c).await.unwrap();
+    w.store.launched(name, &instance).await.unwrap();
+    instance.provider_id
+}
+
+#[tokio::test]
+async fn a_claim_registers_initializes_drains_around_a_pdb_and_terminates() {
+    let w = world().await;
+    let provider_id = launch(&w, "gitlab-x1").await;
+    let nodes: Api<Node> = Api::all(w.client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": "ip-10-0-1-5", "labels": {"kubernetes.io/hostname": "ip-10-0-1-5"}},
+        "spec": {"providerID": provider_id,
+                 "taints": [{"key": "karpenter.sh/unregistered", "effect": "NoExecute"}]},
+        "status": {"conditions": [{"type": "Ready", "status": "False"}],
+                   "allocatable": {"cpu": "1930m", "pods": "29"}},
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+
+    // Registration.
+    let pass = w.lifecycle.reconcile_all().await.unwrap();
+    assert_eq!(pass.registered, ["gitlab-x1"]);
+    let n = nodes.get("ip-10-0-1-5").await.unwrap();
+    let node_labels = n.metadata.labels.clone().unwrap();
+    assert_eq!(node_labels["karpenter.sh/registered"], "true");
+    assert_eq!(node_labels["workload"], "ci");
+    assert_eq!(n.metadata.owner_references.unwrap()[0].name, "gitlab-x1");
+    let taints = n.spec.unwrap().taints.unwrap();
+    assert!(taints.iter().all(|t| t.key != "karpenter.sh/unregistered"));
+    assert!(taints.iter().any(|t| t.key == "dedicated"));
+
+    // Initialization once Ready.
+    assert!(
+        w.lifecycle
+            .reconcile_all()
+            .await
+            .unwrap()
+            .initialized
+            .is_empty()
+    );
+    nodes
+        .patch_status(
+            "ip-10-0-1-5",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        w.lifecycle.reconcile_all().await.unwrap().initialized,
+        ["gitlab-x1"]
+    );
+    let n = nodes.get("ip-10-0-1-5").await.unwrap();
+    assert_eq!(
+        n.metadata.labels.unwrap()["karpenter.sh/initialized"],
+        "true"
+    );
+
+    // Pods on the node, one guarded by a PDB, one of a DaemonSet.
+    let pods: Api<Pod> = Api::namespaced(w.client.clone(), "ci");
+    for (name, owner) in [("build-1", None), ("ds-1", Some("DaemonSet"))] {
+        let mut p = json!({
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {"nodeName": "ip-10-0-1-5", "containers": [{"name": "c", "image": "x"}]},
+            "status": {"phase": "Running"},
+        });
+        if let Some(kind) = owner {
+            p["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": kind,
+                "name": "ds", "uid": "u-ds", "controller": true}]);
+        }
+        let created = pods
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(p.clone()).unwrap(),
+            )
+            .await
+            .unwrap();
+        // Status is a subresource: set it apart.
+        pods.patch_status(
+            created.metadata.name.as_deref().unwrap(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running"}})),
+        )
+        .await
+        .unwrap();
+    }
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(w.client.clone(), "ci");
+    pdbs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "build"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "build-1"}}},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+
+    // Deletion: taint, then evictions in order, blocked by the PDB until it goes.
+    w.store.delete("gitlab-x1").await.unwrap();
+    w.lifecycle.reconcile_all().await.unwrap();
+    let n = nodes.get("ip-10-0-1-5").await.unwrap();
+    assert!(
+        n.spec
+            .unwrap()
+            .taints
+            .unwrap()
+            .iter()
+            .any(|t| t.key == "karpenter.sh/disrupted" && t.effect == "NoSchedule")
+    );
+    let pass = w.lifecycle.reconcile_all().await.unwrap();
+    assert_eq!(pass.eviction_blocked, ["ci/build-1"], "{pass:?}");
+    assert!(pods.get_opt("build-1").await.unwrap().is_some());
+    pdbs.delete("build", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        w.lifecycle.reconcile_all().await.unwrap().evicted,
+        ["ci/build-1"]
+    );
+    assert!(pods.get_opt("build-1").await.unwrap().is_none());
+    assert_eq!(
+        w.lifecycle.reconcile_all().await.unwrap().evicted,
+        ["ci/ds-1"],
+        "DaemonSet pods last"
+    );
+
+    // Terminate until the cloud says NotFound, then the node and the finalizer go.
+    assert_eq!(
+        w.lifecycle.reconcile_all().await.unwrap().terminated,
+        ["gitlab-x1"]
+    );
+    assert_eq!(
+        w.lifecycle.reconcile_all().await.unwrap().finalized,
+        ["gitlab-x1"]
+    );
+    let claims: Api<berth_api::v1::NodeClaim> = Api::all(w.client.clone());
+    assert!(claims.get_opt("gitlab-x1").await.unwrap().is_none());
+    assert!(nodes.get_opt("ip-10-0-1-5").await.unwrap().is_none());
+    assert!(w.cloud.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_claim_whose_node_never_registers_is_deleted_and_its_instance_terminated() {
+    let w = world().await;
+    launch(&w, "gitlab-lost").await;
+    assert!(
+        w.lifecycle
+            .reconcile_all()
+            .await
+            .unwrap()
+            .deleted_unregistered
+            .is_empty()
+    );
+    *w.clock.lock().unwrap() += Duration::from_secs(16 * 60);
+    assert_eq!(
+        w.lifecycle
+            .reconcile_all()
+            .await
+            .unwrap()
+            .deleted_unregistered,
+        ["gitlab-lost"]
+    );
+    assert_eq!(
+        w.lifecycle.reconcile_all().await.unwrap().terminated,
+        ["gitlab-lost"]
+    );
+    assert_eq!(
+        w.lifecycle.reconcile_all().await.unwrap().finalized,
+        ["gitlab-lost"]
+    );
+    assert!(w.cloud.list().await.unwrap().is_empty());
+}
