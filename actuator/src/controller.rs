@@ -19,6 +19,7 @@ use kube::api::{Api, ListParams};
 
 use crate::execute::Executor;
 use crate::lifecycle::{self, ClaimView, DrainStep, NodeView, PodView, Step};
+use crate::metrics as m;
 use crate::store::{Kube, NodeClaimStore, StoreError};
 
 /// What one pass did, for logs and tests.
@@ -31,6 +32,10 @@ pub struct Pass {
     pub eviction_blocked: Vec<String>,
     pub terminated: Vec<String>,
     pub finalized: Vec<String>,
+    /// Instances without a NodeClaim that were terminated (their claim names).
+    pub leaked_terminated: Vec<String>,
+    /// NodeClaims whose instance was gone, deleted.
+    pub orphans_deleted: Vec<String>,
 }
 
 pub struct Lifecycle<P> {
@@ -198,6 +203,32 @@ impl<P: CloudProvider> Lifecycle<P> {
             .filter_map(|n| Some((n.spec.as_ref()?.provider_id.clone()?, n)))
             .collect();
         let mut pass = Pass::default();
+        let mut phases: BTreeMap<&'static str, usize> = [
+            ("launching", 0),
+            ("launched", 0),
+            ("registered", 0),
+            ("initialized", 0),
+            ("deleting", 0),
+        ]
+        .into();
+        for c in &claims.items {
+            let v = claim_view(c);
+            let phase = if c.metadata.deletion_timestamp.is_some() {
+                "deleting"
+            } else if v.initialized {
+                "initialized"
+            } else if v.registered {
+                "registered"
+            } else if !v.provider_id.is_empty() {
+                "launched"
+            } else {
+                "launching"
+            };
+            *phases.entry(phase).or_default() += 1;
+        }
+        for (phase, n) in phases {
+            metrics::gauge!(m::NODE_CLAIMS, "phase" => phase).set(n as f64);
+        }
         for c in &claims.items {
             let view = claim_view(c);
             let node = by_provider.get(&view.provider_id).copied();
@@ -211,7 +242,63 @@ impl<P: CloudProvider> Lifecycle<P> {
                 tracing::warn!(node_claim = %view.name, error = %e, "reconcile");
             }
         }
+        self.collect_garbage(&claims.items, &mut pass).await;
         Ok(pass)
+    }
+
+    /// Terminates instances without a NodeClaim and deletes NodeClaims whose instance is gone.
+    async fn collect_garbage(&self, claims: &[NodeClaimObject], pass: &mut Pass) {
+        let instances = match self.provider.list().await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "garbage collection: listing instances");
+                return;
+            }
+        };
+        let known: Vec<(String, String)> = claims
+            .iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .map(|c| {
+                let v = claim_view(c);
+                (v.name, v.provider_id)
+            })
+            .chain(
+                // Claims being deleted keep their instance until the drain terminates it.
+                claims
+                    .iter()
+                    .filter(|c| c.metadata.deletion_timestamp.is_some())
+                    .map(|c| (claim_view(c).name, String::new())),
+            )
+            .collect();
+        for action in lifecycle::garbage(&instances, &known, (self.clock)(), lifecycle::LEAK_GRACE)
+        {
+            match action {
+                lifecycle::GcAction::TerminateInstance {
+                    node_claim,
+                    provider_id,
+                } => {
+                    tracing::info!(%node_claim, %provider_id, "terminating an instance without a NodeClaim");
+                    match self.provider.delete(&node_claim).await {
+                        Ok(()) | Err(CloudError::NotFound { .. }) => {
+                            metrics::counter!(m::GC_ACTIONS_TOTAL, "action" => "terminate_instance").increment(1);
+                            pass.leaked_terminated.push(node_claim);
+                        }
+                        Err(e) => tracing::warn!(%node_claim, error = %e, "garbage collection"),
+                    }
+                }
+                lifecycle::GcAction::DeleteClaim { node_claim } => {
+                    tracing::info!(%node_claim, "deleting a NodeClaim whose instance is gone");
+                    match self.store.delete(&node_claim).await {
+                        Ok(()) => {
+                            metrics::counter!(m::GC_ACTIONS_TOTAL, "action" => "delete_claim")
+                                .increment(1);
+                            pass.orphans_deleted.push(node_claim);
+                        }
+                        Err(e) => tracing::warn!(%node_claim, error = %e, "garbage collection"),
+                    }
+                }
+            }
+        }
     }
 
     async fn advance(
@@ -303,7 +390,14 @@ impl<P: CloudProvider> Lifecycle<P> {
             }
             DrainStep::Evict(keys) => {
                 for (ns, name) in keys {
-                    match self.exec.evict(&ns, &name).await? {
+                    let outcome = self.exec.evict(&ns, &name).await?;
+                    let result = match outcome {
+                        crate::execute::Eviction::Evicted => "evicted",
+                        crate::execute::Eviction::Blocked => "blocked",
+                        crate::execute::Eviction::Gone => "gone",
+                    };
+                    metrics::counter!(m::EVICTIONS_TOTAL, "result" => result).increment(1);
+                    match outcome {
                         crate::execute::Eviction::Blocked => {
                             pass.eviction_blocked.push(format!("{ns}/{name}"))
                         }
@@ -314,6 +408,7 @@ impl<P: CloudProvider> Lifecycle<P> {
             DrainStep::Delete(keys) => {
                 for (ns, name) in keys {
                     self.exec.delete_pod(&ns, &name).await?;
+                    metrics::counter!(m::EVICTIONS_TOTAL, "result" => "deleted").increment(1);
                     pass.evicted.push(format!("{ns}/{name}"));
                 }
             }
@@ -332,6 +427,13 @@ impl<P: CloudProvider> Lifecycle<P> {
                             self.exec.delete_node(n).await?;
                         }
                         self.store.finalize(&view.name).await?;
+                        if let Some(at) = &c.metadata.deletion_timestamp {
+                            let took = (self.clock)()
+                                .duration_since(SystemTime::from(at.0))
+                                .unwrap_or_default();
+                            metrics::histogram!(m::DRAIN_DURATION_SECONDS)
+                                .record(took.as_secs_f64());
+                        }
                         pass.finalized.push(view.name.clone());
                     }
                     Err(e) => return Err(StoreError::Unavailable(e.to_string())),

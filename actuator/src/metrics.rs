@@ -11,6 +11,16 @@ pub const LAUNCH_FAILURES_TOTAL: &str = "berth_actuator_launch_failures_total";
 pub const TERMINATIONS_TOTAL: &str = "berth_actuator_terminations_total";
 /// Gauge: offerings hidden by the insufficient-capacity cache.
 pub const UNAVAILABLE_OFFERINGS: &str = "berth_actuator_unavailable_offerings";
+/// Gauge: NodeClaims by `phase` (`launching`, `launched`, `registered`, `initialized`,
+/// `deleting`), set on every lifecycle pass.
+pub const NODE_CLAIMS: &str = "berth_actuator_node_claims";
+/// Counter: evictions requested while draining, by `result` (`evicted`, `blocked`, `gone`,
+/// `deleted` after the termination grace period).
+pub const EVICTIONS_TOTAL: &str = "berth_actuator_evictions_total";
+/// Histogram: seconds from a NodeClaim's deletion to its finalizer's removal.
+pub const DRAIN_DURATION_SECONDS: &str = "berth_actuator_drain_duration_seconds";
+/// Counter: garbage-collection actions, by `action` (`terminate_instance`, `delete_claim`).
+pub const GC_ACTIONS_TOTAL: &str = "berth_actuator_gc_actions_total";
 /// Histogram: seconds per gRPC call, by `method` and `code`.
 pub const RPC_DURATION_SECONDS: &str = "berth_actuator_rpc_duration_seconds";
 
@@ -31,6 +41,12 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             berth_cloud::metrics::CLOUD_CALL_BUCKETS,
         )?
         .set_buckets_for_metric(Matcher::Full(RPC_DURATION_SECONDS.to_owned()), RPC_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(DRAIN_DURATION_SECONDS.to_owned()),
+            &[
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+            ],
+        )?
         .install_recorder()?;
     describe();
     Ok(HANDLE.get_or_init(|| handle).clone())

@@ -269,3 +269,26 @@ async fn a_claim_whose_node_never_registers_is_deleted_and_its_instance_terminat
     );
     assert!(w.cloud.list().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn leaked_instances_are_terminated_and_claims_without_instances_deleted() {
+    let w = world().await;
+    // An instance without a NodeClaim (e.g. the claim write failed after the launch).
+    w.cloud.create(&claim("ghost")).await.unwrap();
+    // A claim whose instance disappeared behind Berth's back.
+    launch(&w, "gitlab-orphan").await;
+    w.cloud.delete("gitlab-orphan").await.unwrap();
+    assert!(w.cloud.get("gitlab-orphan").await.is_err());
+
+    let pass = w.lifecycle.reconcile_all().await.unwrap();
+    assert!(
+        pass.leaked_terminated.is_empty(),
+        "within the grace: {pass:?}"
+    );
+    assert_eq!(pass.orphans_deleted, ["gitlab-orphan"]);
+
+    *w.clock.lock().unwrap() += Duration::from_secs(31);
+    let pass = w.lifecycle.reconcile_all().await.unwrap();
+    assert_eq!(pass.leaked_terminated, ["ghost"]);
+    assert!(w.cloud.get("ghost").await.is_err());
+}
