@@ -20,7 +20,7 @@ use kube::api::{Api, ListParams};
 use crate::execute::Executor;
 use crate::lifecycle::{self, ClaimView, DrainStep, NodeView, PodView, Step};
 use crate::metrics as m;
-use crate::store::{Kube, NodeClaimStore, StoreError};
+use crate::store::{Kube, NodeClaimStore, StoreError, kube_error};
 
 /// What one pass did, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -161,10 +161,6 @@ fn pod_view(p: &Pod) -> PodView {
     }
 }
 
-fn kube_err(e: kube::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
 impl<P: CloudProvider> Lifecycle<P> {
     pub fn new(
         provider: P,
@@ -191,12 +187,12 @@ impl<P: CloudProvider> Lifecycle<P> {
             .claims
             .list(&ListParams::default())
             .await
-            .map_err(kube_err)?;
+            .map_err(kube_error)?;
         let nodes = self
             .nodes
             .list(&ListParams::default())
             .await
-            .map_err(kube_err)?;
+            .map_err(kube_error)?;
         let by_provider: BTreeMap<String, &Node> = nodes
             .items
             .iter()
@@ -365,7 +361,7 @@ impl<P: CloudProvider> Lifecycle<P> {
                 .pods
                 .list(&ListParams::default().fields(&format!("spec.nodeName={n}")))
                 .await
-                .map_err(kube_err)?
+                .map_err(kube_error)?
                 .items
                 .iter()
                 .map(pod_view)

@@ -9,7 +9,7 @@ use berth_scheduler_core::model::{Taint, TaintEffect};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams};
 
-use crate::store::{Kube, StoreError};
+use crate::store::{Kube, StoreError, is_status, kube_error as unavailable};
 
 /// What became of one eviction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,14 +20,6 @@ pub enum Eviction {
     Blocked,
     /// The pod is already gone.
     Gone,
-}
-
-fn is_status(e: &kube::Error, code: u16) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == code)
-}
-
-fn unavailable(e: kube::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 fn effect(e: TaintEffect) -> &'static str {

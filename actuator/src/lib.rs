@@ -212,28 +212,13 @@ pub fn read_node_classes(
 ) -> anyhow::Result<Vec<(String, berth_api::v1::EC2NodeClassSpec)>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--node-classes {}", path.display()))?;
-    let manifests = berth_api::manifest::parse_all(&text).map_err(|errors| {
-        anyhow::anyhow!(
-            "--node-classes {}: {}",
-            path.display(),
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
-    let converted = berth_api::convert::to_v1(manifests).map_err(|errors| {
-        anyhow::anyhow!(
-            "--node-classes {}: {}",
-            path.display(),
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
+    let refused = |errors: Vec<String>| {
+        anyhow::anyhow!("--node-classes {}: {}", path.display(), errors.join("; "))
+    };
+    let manifests = berth_api::manifest::parse_all(&text)
+        .map_err(|errors| refused(errors.iter().map(ToString::to_string).collect()))?;
+    let converted = berth_api::convert::to_v1(manifests)
+        .map_err(|errors| refused(errors.iter().map(ToString::to_string).collect()))?;
     Ok(converted
         .objects
         .into_iter()

@@ -146,11 +146,13 @@ impl std::fmt::Debug for Kube {
     }
 }
 
-fn kube_error(e: kube::Error) -> StoreError {
+/// A Kubernetes failure as the store's error (callers branch on `NotFound` apart).
+pub(crate) fn kube_error(e: kube::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn is_status(e: &kube::Error, code: u16) -> bool {
+/// Whether the API server answered with this HTTP status.
+pub(crate) fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 

@@ -21,23 +21,11 @@ async fn launch_over_grpc_writes_the_claim_and_the_controller_registers_its_node
         berth_sim::store::Store::new(10_000),
         Arc::new(SystemTime::now),
     );
-    let (stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
-    let (addr, _task) = server
-        .serve("127.0.0.1:0".parse().unwrap(), async {
-            let _ = sim_stopped.await;
-        })
-        .await
-        .unwrap();
+    let server = server.start_local().await.unwrap();
     let dir = std::env::temp_dir().join(format!("berth-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: http://{addr}\nusers:\n- name: sim\n  user: {{}}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\ncurrent-context: sim\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
 
     let args = Args::parse_from([
         "berth-actuator",
@@ -86,8 +74,7 @@ async fn launch_over_grpc_writes_the_claim_and_the_controller_registers_its_node
         .instance
         .unwrap();
 
-    let kube = kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
-        .unwrap();
+    let kube = kube::Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
     let claims: Api<berth_api::v1::NodeClaim> = Api::all(kube.clone());
     let stored = claims.get("gitlab-e2e").await.unwrap();
     assert_eq!(
@@ -125,6 +112,6 @@ async fn launch_over_grpc_writes_the_claim_and_the_controller_registers_its_node
     );
 
     running.shutdown().await.unwrap();
-    let _ = stop_sim.send(());
+    server.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

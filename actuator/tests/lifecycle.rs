@@ -21,7 +21,7 @@ struct World {
     store: Kube,
     lifecycle: Lifecycle<SimCloud>,
     clock: Arc<Mutex<SystemTime>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _server: berth_sim::server::LocalServer,
 }
 
 async fn world() -> World {
@@ -29,14 +29,8 @@ async fn world() -> World {
         berth_sim::store::Store::new(10_000),
         Arc::new(SystemTime::now),
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (addr, _task) = server
-        .serve("127.0.0.1:0".parse().unwrap(), async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    let mut config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    let server = server.start_local().await.unwrap();
+    let mut config = kube::Config::new(server.url().parse().unwrap());
     // As the actuator does: a PDB's 429 is the drain's to retry, not the client's.
     config.default_retry = false;
     let client = kube::Client::try_from(config).unwrap();
@@ -62,7 +56,7 @@ async fn world() -> World {
         cloud,
         lifecycle,
         clock,
-        _stop: stop,
+        _server: server,
     }
 }
 

@@ -15,16 +15,8 @@ async fn a_nodeclaim_lives_and_dies_through_the_store() {
         berth_sim::store::Store::new(1000),
         Arc::new(SystemTime::now),
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (addr, task) = server
-        .serve("127.0.0.1:0".parse().unwrap(), async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    let client =
-        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
-            .unwrap();
+    let server = server.start_local().await.unwrap();
+    let client = kube::Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
     let store = Kube::new(client.clone());
     let claims: Api<berth_api::v1::NodeClaim> = Api::all(client);
 
@@ -94,6 +86,5 @@ async fn a_nodeclaim_lives_and_dies_through_the_store() {
     store.finalize("gitlab-x1").await.unwrap();
     assert!(claims.get_opt("gitlab-x1").await.unwrap().is_none());
 
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    server.shutdown().await.unwrap();
 }

@@ -324,6 +324,21 @@ impl ApiServer {
         Ok((bound, task))
     }
 
+    /// Serves on 127.0.0.1 with a port of its own until the returned handle is dropped.
+    pub async fn start_local(self) -> std::io::Result<LocalServer> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr, task) = self
+            .serve(SocketAddr::from(([127, 0, 0, 1], 0)), async {
+                let _ = stopped.await;
+            })
+            .await?;
+        Ok(LocalServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
     async fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
         let path = uri.path();
         if let Some(resp) = self.discovery(path) {
@@ -767,6 +782,48 @@ fn selector_matches_json(selector: &Value, labels: &serde_json::Map<String, Valu
         })
     });
     labels_ok && exprs_ok
+}
+
+/// A running [`ApiServer`] on loopback; stops when dropped.
+#[derive(Debug)]
+pub struct LocalServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl LocalServer {
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig for `kubectl` and kube-rs clients.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: berth-sim\n  cluster:\n    server: {}\nusers:\n- name: berth-sim\n  user: {{}}\ncontexts:\n- name: berth-sim\n  context:\n    cluster: berth-sim\n    user: berth-sim\ncurrent-context: berth-sim\n",
+            self.url()
+        )
+    }
+
+    /// Stops and waits for the server to finish.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 fn meta_name(obj: &Value) -> Option<&str> {

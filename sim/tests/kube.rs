@@ -14,30 +14,18 @@ use serde_json::json;
 
 struct Sim {
     client: kube::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
+    _server: berth_sim::server::LocalServer,
 }
 
 async fn sim(window: usize) -> Sim {
-    let server = ApiServer::new(Store::new(window), Arc::new(SystemTime::now));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (addr, _task) = server
-        .serve("127.0.0.1:0".parse().unwrap(), async {
-            let _ = stopped.await;
-        })
+    let server = ApiServer::new(Store::new(window), Arc::new(SystemTime::now))
+        .start_local()
         .await
         .unwrap();
-    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    let config = kube::Config::new(server.url().parse().unwrap());
     Sim {
         client: kube::Client::try_from(config).unwrap(),
-        stop: Some(stop),
+        _server: server,
     }
 }
 
