@@ -5,8 +5,9 @@
 //! resourceVersion, `410` as an `ERROR` event, `timeoutSeconds`, bookmarks), get, create,
 //! update (409 on a stale resourceVersion), patch (JSON merge patch and JSON patch; strategic
 //! merge and apply are handled as merge patches), delete (finalizers), and the `status`
-//! subresource, and eviction honouring PodDisruptionBudgets (429). Not yet: bindings, Karpenter
-//! validation and conversion on write, fault injection.
+//! subresource, eviction honouring PodDisruptionBudgets (429), and Karpenter objects validated on
+//! write (422 naming the field). Not yet: bindings, v1beta1 conversion on write, fault
+//! injection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -387,6 +388,9 @@ impl ApiServer {
                     Err(r) => return *r,
                 };
                 self.defaults(&t, &mut obj);
+                if let Err(r) = Self::validate(&t, &obj) {
+                    return *r;
+                }
                 match self.store.create(&key, obj, now) {
                     Ok(o) => (StatusCode::CREATED, axum::Json(o)).into_response(),
                     Err(e) => error(&e),
@@ -496,6 +500,9 @@ impl ApiServer {
         if t.api.namespaced {
             obj["metadata"]["namespace"] = ns.into();
         }
+        if let Err(r) = Self::validate(t, &obj) {
+            return *r;
+        }
         match self.store.update(key, obj, now) {
             Ok(o) => axum::Json(o).into_response(),
             Err(e) => error(&e),
@@ -581,6 +588,55 @@ impl ApiServer {
                 .into_response(),
             Err(e) => error(&e),
         }
+    }
+
+    /// Karpenter objects are validated on write as Karpenter's CRDs do (berth-api's rules):
+    /// a malformed or invalid one is a `422 Invalid` naming the field.
+    fn validate(t: &Target, obj: &Value) -> Result<(), Box<Response>> {
+        use berth_api::validate::Validate;
+        fn check<T: serde::de::DeserializeOwned + Validate>(
+            obj: &Value,
+        ) -> Result<(), Vec<(String, String)>> {
+            let parsed: T = serde_path_to_error::deserialize(obj.clone())
+                .map_err(|e| vec![(e.path().to_string(), e.inner().to_string())])?;
+            parsed.validate().map_err(|errors| {
+                errors
+                    .0
+                    .into_iter()
+                    .map(|e| (e.path, e.message))
+                    .collect::<Vec<_>>()
+            })
+        }
+        let result = match (t.api.group, t.api.plural) {
+            ("karpenter.sh", "nodepools") => check::<berth_api::v1::NodePool>(obj),
+            ("karpenter.sh", "nodeclaims") => check::<berth_api::v1::NodeClaim>(obj),
+            ("karpenter.k8s.aws", "ec2nodeclasses") => check::<berth_api::v1::EC2NodeClass>(obj),
+            _ => Ok(()),
+        };
+        result.map_err(|causes| {
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+            let message = format!(
+                "{}.{} \"{name}\" is invalid: {}",
+                t.api.kind,
+                t.api.group,
+                causes
+                    .iter()
+                    .map(|(f, m)| format!("{f}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Box::new(
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "Invalid", "code": 422, "message": message,
+                        "details": {"name": name, "group": t.api.group, "kind": t.api.kind,
+                            "causes": causes.iter().map(|(f, m)| json!({"field": f, "message": m,
+                                "reason": "FieldValueInvalid"})).collect::<Vec<_>>()}})),
+                )
+                    .into_response(),
+            )
+        })
     }
 
     fn defaults(&self, t: &Target, obj: &mut Value) {

@@ -211,3 +211,49 @@ async fn finalizers_hold_a_nodeclaim_until_removed() {
         .unwrap();
     assert_eq!(code(&claims.get("gitlab-x1").await.unwrap_err()), 404);
 }
+
+#[tokio::test]
+async fn karpenter_objects_are_validated_on_write_naming_the_field() {
+    let s = sim(1000).await;
+    let pools: Api<berth_api::v1::NodePool> = Api::all(s.client.clone());
+    let pool = |key: &str| -> berth_api::v1::NodePool {
+        serde_json::from_value(json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+            "metadata": {"name": "gitlab"},
+            "spec": {"template": {"spec": {
+                "requirements": [{"key": key, "operator": "In", "values": ["x"]}],
+                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}}}},
+        }))
+        .unwrap()
+    };
+    let refused = pools
+        .create(&PostParams::default(), &pool("kubernetes.io/hostname"))
+        .await
+        .unwrap_err();
+    match refused {
+        kube::Error::Api(e) => {
+            assert_eq!(e.code, 422);
+            assert!(
+                e.message.contains("spec.template.spec.requirements[0].key"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    pools
+        .create(&PostParams::default(), &pool("workload"))
+        .await
+        .unwrap();
+    // A patch that would make it invalid is refused too, and nothing changes.
+    let bad = pools
+        .patch(
+            "gitlab",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"weight": 1000}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&bad), 422);
+    assert_eq!(pools.get("gitlab").await.unwrap().spec.weight, None);
+}
