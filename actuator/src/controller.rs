@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use berth_api::v1::NodeClaim as NodeClaimObject;
 use berth_cloud::{CloudError, CloudProvider};
 use berth_scheduler_core::labels;
-use berth_scheduler_core::model::{Resources, Taint, TaintEffect};
+use berth_scheduler_core::model::Resources;
 use berth_scheduler_core::quantity::parse_milli;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
@@ -96,39 +96,23 @@ fn claim_view(c: &NodeClaimObject) -> ClaimView {
     }
 }
 
-fn core_taint(t: &k8s_openapi::api::core::v1::Taint) -> Option<Taint> {
-    Some(Taint {
-        key: t.key.clone(),
-        value: t.value.clone().unwrap_or_default(),
-        effect: match t.effect.as_str() {
-            "NoSchedule" => TaintEffect::NoSchedule,
-            "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
-            "NoExecute" => TaintEffect::NoExecute,
-            _ => return None,
-        },
+fn node_view(n: &Node) -> Result<NodeView, StoreError> {
+    let node =
+        berth_api::domain::node(n).map_err(|e| StoreError::Unavailable(format!("Node: {e}")))?;
+    Ok(NodeView {
+        name: node.name,
+        provider_id: node.provider_id,
+        labels: node.labels,
+        taints: node.taints,
+        // NB: not `node.ready`, which counts a node without conditions as Ready (for
+        // `berth plan`); initialization waits for a kubelet that said so.
+        ready: n
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+        allocatable: node.allocatable,
     })
-}
-
-fn node_view(n: &Node) -> NodeView {
-    let spec = n.spec.clone().unwrap_or_default();
-    let status = n.status.clone().unwrap_or_default();
-    NodeView {
-        name: n.metadata.name.clone().unwrap_or_default(),
-        provider_id: spec.provider_id.clone().unwrap_or_default(),
-        labels: n.metadata.labels.clone().unwrap_or_default(),
-        taints: spec
-            .taints
-            .iter()
-            .flatten()
-            .filter_map(core_taint)
-            .collect(),
-        ready: status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True"),
-        allocatable: resources(&status.allocatable.clone().unwrap_or_default()),
-    }
 }
 
 fn pod_view(p: &Pod) -> PodView {
@@ -304,7 +288,7 @@ impl<P: CloudProvider> Lifecycle<P> {
         node: Option<&Node>,
         pass: &mut Pass,
     ) -> Result<(), StoreError> {
-        let node_view = node.map(node_view);
+        let node_view = node.map(node_view).transpose()?;
         match lifecycle::next_step(
             view,
             node_view.as_ref(),
@@ -377,7 +361,7 @@ impl<P: CloudProvider> Lifecycle<P> {
                 .is_ok_and(|d| SystemTime::from(at.0) + d <= (self.clock)()),
             _ => false,
         };
-        let taints = node.map(|n| node_view(n).taints);
+        let taints = node.map(node_view).transpose()?.map(|n| n.taints);
         match lifecycle::drain_step(taints.as_deref(), &pods, grace_over) {
             DrainStep::Taint => {
                 if let Some(n) = &node_name {

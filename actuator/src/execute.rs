@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use berth_scheduler_core::labels;
-use berth_scheduler_core::model::{Taint, TaintEffect};
+use berth_scheduler_core::model::Taint;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams};
 
@@ -20,14 +20,6 @@ pub enum Eviction {
     Blocked,
     /// The pod is already gone.
     Gone,
-}
-
-fn effect(e: TaintEffect) -> &'static str {
-    match e {
-        TaintEffect::NoSchedule => "NoSchedule",
-        TaintEffect::PreferNoSchedule => "PreferNoSchedule",
-        TaintEffect::NoExecute => "NoExecute",
-    }
 }
 
 /// The Kubernetes side of the lifecycle.
@@ -131,10 +123,10 @@ impl Executor {
                 let present = current.iter().any(|c| {
                     c.key == t.key
                         && c.value.as_deref().unwrap_or_default() == t.value
-                        && c.effect == effect(t.effect)
+                        && c.effect == t.effect.as_str()
                 });
                 if !present {
-                    let mut v = serde_json::json!({"key": t.key, "effect": effect(t.effect)});
+                    let mut v = serde_json::json!({"key": t.key, "effect": t.effect.as_str()});
                     if !t.value.is_empty() {
                         v["value"] = t.value.clone().into();
                     }

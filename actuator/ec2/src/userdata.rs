@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use berth_scheduler_core::model::{Taint, TaintEffect};
+use berth_scheduler_core::model::Taint;
 
 /// The MIME boundary of every multipart user data Berth writes.
 pub const BOUNDARY: &str = "//BERTH-BOUNDARY//";
@@ -51,12 +51,7 @@ pub struct Bootstrap {
 
 impl Bootstrap {
     pub fn taint(t: &Taint) -> (String, String, String) {
-        let effect = match t.effect {
-            TaintEffect::NoSchedule => "NoSchedule",
-            TaintEffect::PreferNoSchedule => "PreferNoSchedule",
-            TaintEffect::NoExecute => "NoExecute",
-        };
-        (t.key.clone(), t.value.clone(), effect.to_owned())
+        (t.key.clone(), t.value.clone(), t.effect.as_str().to_owned())
     }
 }
 

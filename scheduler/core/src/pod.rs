@@ -113,11 +113,7 @@ pub fn preferred_taint_penalty(tolerations: &[Toleration], taints: &[Taint]) -> 
 
 /// `key=value:Effect`, as kubectl prints taints.
 pub fn taint_display(t: &Taint) -> String {
-    let effect = match t.effect {
-        TaintEffect::NoSchedule => "NoSchedule",
-        TaintEffect::PreferNoSchedule => "PreferNoSchedule",
-        TaintEffect::NoExecute => "NoExecute",
-    };
+    let effect = t.effect.as_str();
     if t.value.is_empty() {
         format!("{}:{effect}", t.key)
     } else {
