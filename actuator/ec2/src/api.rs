@@ -259,14 +259,38 @@ pub trait Ec2Api: Send + Sync + 'static {
         &self,
         region: String,
     ) -> impl Future<Output = ApiResult<BTreeMap<String, f64>>> + Send;
+    /// The role names of an IAM instance profile; `None` when it does not exist.
+    fn get_instance_profile(
+        &self,
+        name: String,
+    ) -> impl Future<Output = ApiResult<Option<Vec<String>>>> + Send;
+    /// Creates an instance profile (path `/`) with tags; `EntityAlreadyExists` when it exists.
+    fn create_instance_profile(
+        &self,
+        name: String,
+        tags: Tags,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+    fn add_role_to_instance_profile(
+        &self,
+        profile: String,
+        role: String,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+    fn remove_role_from_instance_profile(
+        &self,
+        profile: String,
+        role: String,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+    /// Deletes an instance profile (which must hold no role); `Ok` when it does not exist.
+    fn delete_instance_profile(&self, name: String) -> impl Future<Output = ApiResult<()>> + Send;
 }
 
-/// [`Ec2Api`] over aws-sdk-ec2 and aws-sdk-ssm.
+/// [`Ec2Api`] over aws-sdk-ec2, aws-sdk-ssm, aws-sdk-pricing and aws-sdk-iam.
 #[derive(Debug, Clone)]
 pub struct SdkApi {
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
     pricing: aws_sdk_pricing::Client,
+    iam: aws_sdk_iam::Client,
 }
 
 impl SdkApi {
@@ -274,8 +298,14 @@ impl SdkApi {
         ec2: aws_sdk_ec2::Client,
         ssm: aws_sdk_ssm::Client,
         pricing: aws_sdk_pricing::Client,
+        iam: aws_sdk_iam::Client,
     ) -> Self {
-        Self { ec2, ssm, pricing }
+        Self {
+            ec2,
+            ssm,
+            pricing,
+            iam,
+        }
     }
 
     /// Clients from a shared AWS configuration (region, credentials, endpoint). The Pricing
@@ -288,6 +318,7 @@ impl SdkApi {
             aws_sdk_ec2::Client::new(conf),
             aws_sdk_ssm::Client::new(conf),
             aws_sdk_pricing::Client::from_conf(pricing),
+            aws_sdk_iam::Client::new(conf),
         )
     }
 }
@@ -883,6 +914,100 @@ impl Ec2Api for SdkApi {
             if token.is_none() {
                 return Ok(latest.into_iter().map(|(k, (_, p))| (k, p)).collect());
             }
+        }
+    }
+
+    async fn get_instance_profile(&self, name: String) -> ApiResult<Option<Vec<String>>> {
+        match self
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(&name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                out.instance_profile()
+                    .map(|p| p.roles().iter().map(|r| r.role_name().to_owned()).collect())
+                    .unwrap_or_default(),
+            )),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(api_error("GetInstanceProfile", e)),
+        }
+    }
+
+    async fn create_instance_profile(&self, name: String, tags: Tags) -> ApiResult<()> {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| {
+                aws_sdk_iam::types::Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+                    .map_err(|e| ApiError {
+                        operation: "CreateInstanceProfile",
+                        code: "InvalidInput".to_owned(),
+                        message: format!("tag {k}: {e}"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.iam
+            .create_instance_profile()
+            .instance_profile_name(name)
+            .path("/")
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| api_error("CreateInstanceProfile", e))
+    }
+
+    async fn add_role_to_instance_profile(&self, profile: String, role: String) -> ApiResult<()> {
+        self.iam
+            .add_role_to_instance_profile()
+            .instance_profile_name(profile)
+            .role_name(role)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| api_error("AddRoleToInstanceProfile", e))
+    }
+
+    async fn remove_role_from_instance_profile(
+        &self,
+        profile: String,
+        role: String,
+    ) -> ApiResult<()> {
+        self.iam
+            .remove_role_from_instance_profile()
+            .instance_profile_name(profile)
+            .role_name(role)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| api_error("RemoveRoleFromInstanceProfile", e))
+    }
+
+    async fn delete_instance_profile(&self, name: String) -> ApiResult<()> {
+        match self
+            .iam
+            .delete_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(api_error("DeleteInstanceProfile", e)),
         }
     }
 }

@@ -7,13 +7,42 @@ use std::collections::BTreeMap;
 use berth_api::v1::{AmiFamily, EC2NodeClassSpec};
 use berth_scheduler_core::labels;
 
-use crate::api::{Ec2Api, Filter, Image, SecurityGroup, Subnet};
+use crate::api::{Ec2Api, Filter, Image, SecurityGroup, Subnet, Tags};
 use crate::userdata::Family;
 
-/// What resolves the aliases: the cluster's Kubernetes version (`1.33`).
+/// What resolution needs besides the class: the cluster's Kubernetes version (`1.33`) for the
+/// aliases; the cluster, region and class names for the instance profile made from a role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolveContext {
     pub kubernetes_version: String,
+    pub cluster_name: String,
+    pub region: String,
+    pub class_name: String,
+}
+
+impl ResolveContext {
+    /// The instance profile Berth creates for a class that names a `role`: one per (cluster,
+    /// region, class), `<cluster>_<hash>` like Karpenter's, so a class keeps its profile across
+    /// restarts and two clusters in one account never share one.
+    pub fn instance_profile_name(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("{}{}", self.region, self.class_name));
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}_{hex}", self.cluster_name)
+    }
+
+    fn instance_profile_tags(&self) -> Tags {
+        [
+            (labels::EC2_NODE_CLASS.to_owned(), self.class_name.clone()),
+            (
+                format!("kubernetes.io/cluster/{}", self.cluster_name),
+                "owned".to_owned(),
+            ),
+            ("eks:eks-cluster-name".to_owned(), self.cluster_name.clone()),
+            (labels::TOPOLOGY_REGION.to_owned(), self.region.clone()),
+        ]
+        .into()
+    }
 }
 
 /// An AMI the class may launch, with the architecture it serves (Kubernetes' spelling).
@@ -157,20 +186,7 @@ pub async fn resolve<A: Ec2Api>(
     let subnets = subnets(api, spec).await?;
     let security_groups = security_groups(api, spec).await?;
     let amis = amis(api, spec, cx).await?;
-    let instance_profile = match (&spec.instance_profile, &spec.role) {
-        (Some(profile), _) => Some(profile.clone()),
-        (None, Some(role)) => {
-            // NB: Karpenter creates an instance profile for the role through IAM; Berth does
-            // not call IAM yet, so a role-only class cannot launch.
-            return Err(not_ready(
-                "InstanceProfileReady",
-                format!(
-                    "spec.role {role:?}: creating an instance profile for a role is not supported yet; set spec.instanceProfile"
-                ),
-            ));
-        }
-        (None, None) => None,
-    };
+    let instance_profile = instance_profile(api, spec, cx).await?;
     Ok(ResolvedNodeClass {
         subnets,
         security_groups,
@@ -178,6 +194,81 @@ pub async fn resolve<A: Ec2Api>(
         family: family_of(spec),
         instance_profile,
     })
+}
+
+/// The class's instance profile: `spec.instanceProfile` as given (it must exist), or the
+/// profile Berth keeps for `spec.role` (created, and its role replaced when the class names
+/// another).
+async fn instance_profile<A: Ec2Api>(
+    api: &A,
+    spec: &EC2NodeClassSpec,
+    cx: &ResolveContext,
+) -> Result<Option<String>, NotReady> {
+    let fail = |field: &str, e: String| not_ready("InstanceProfileReady", format!("{field}: {e}"));
+    match (&spec.instance_profile, &spec.role) {
+        (Some(profile), _) => match api.get_instance_profile(profile.clone()).await {
+            Ok(Some(_)) => Ok(Some(profile.clone())),
+            Ok(None) => Err(fail(
+                "spec.instanceProfile",
+                format!("instance profile {profile:?} does not exist"),
+            )),
+            Err(e) => Err(fail("spec.instanceProfile", e.to_string())),
+        },
+        (None, Some(role)) => {
+            let name = cx.instance_profile_name();
+            let field = "spec.role";
+            let roles = match api.get_instance_profile(name.clone()).await {
+                Ok(Some(roles)) => roles,
+                Ok(None) => {
+                    match api
+                        .create_instance_profile(name.clone(), cx.instance_profile_tags())
+                        .await
+                    {
+                        Ok(()) => {}
+                        // Another replica created it meanwhile.
+                        Err(e) if e.code == "EntityAlreadyExists" => {}
+                        Err(e) => return Err(fail(field, e.to_string())),
+                    }
+                    Vec::new()
+                }
+                Err(e) => return Err(fail(field, e.to_string())),
+            };
+            // A profile holds one role: drop any other before adding this one.
+            for other in roles.iter().filter(|r| *r != role) {
+                api.remove_role_from_instance_profile(name.clone(), other.clone())
+                    .await
+                    .map_err(|e| fail(field, e.to_string()))?;
+            }
+            if !roles.contains(role) {
+                api.add_role_to_instance_profile(name.clone(), role.clone())
+                    .await
+                    .map_err(|e| fail(field, format!("role {role:?}: {e}")))?;
+            }
+            Ok(Some(name))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Deletes the instance profile Berth made for a class's `role` (its roles removed first);
+/// nothing for a class that names its own `instanceProfile`. Idempotent.
+pub async fn release_instance_profile<A: Ec2Api>(
+    api: &A,
+    spec: &EC2NodeClassSpec,
+    cx: &ResolveContext,
+) -> Result<(), crate::api::ApiError> {
+    if spec.instance_profile.is_some() || spec.role.is_none() {
+        return Ok(());
+    }
+    let name = cx.instance_profile_name();
+    if let Some(roles) = api.get_instance_profile(name.clone()).await? {
+        for role in roles {
+            api.remove_role_from_instance_profile(name.clone(), role)
+                .await?;
+        }
+        api.delete_instance_profile(name).await?;
+    }
+    Ok(())
 }
 
 async fn subnets<A: Ec2Api>(api: &A, spec: &EC2NodeClassSpec) -> Result<Vec<Subnet>, NotReady> {

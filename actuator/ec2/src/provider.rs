@@ -190,6 +190,34 @@ impl<A: Ec2Api> Ec2Cloud<A> {
             })
     }
 
+    fn resolve_context(&self, class_name: &str) -> ResolveContext {
+        ResolveContext {
+            kubernetes_version: self.options.kubernetes_version.clone(),
+            cluster_name: self.options.cluster_name.clone(),
+            region: self.options.region.clone(),
+            class_name: class_name.to_owned(),
+        }
+    }
+
+    /// Forgets a deleted class and releases what Berth made for it (the instance profile of
+    /// its `role`). The caller makes sure no NodeClaim uses it any more.
+    pub async fn release_node_class(&self, name: &str) -> Result<(), CloudError> {
+        let spec = lock(&self.node_classes).get(name).cloned();
+        if let Some(spec) = spec {
+            nodeclass::release_instance_profile(
+                self.api.as_ref(),
+                &spec,
+                &self.resolve_context(name),
+            )
+            .await
+            .map_err(|e| CloudError::Unavailable {
+                message: format!("EC2NodeClass {name}: releasing its instance profile: {e}"),
+            })?;
+        }
+        self.remove_node_class(name);
+        Ok(())
+    }
+
     /// The class resolved (cached for `node_class_ttl`), or why it is not ready.
     pub async fn resolve(&self, name: &str) -> Result<ResolvedNodeClass, CloudError> {
         let now = self.now();
@@ -199,9 +227,7 @@ impl<A: Ec2Api> Ec2Cloud<A> {
             return r.clone().map_err(|e| node_class_not_ready(name, &e));
         }
         let spec = self.node_class(name)?;
-        let cx = ResolveContext {
-            kubernetes_version: self.options.kubernetes_version.clone(),
-        };
+        let cx = self.resolve_context(name);
         let r = nodeclass::resolve(self.api.as_ref(), &spec, &cx).await;
         lock(&self.state)
             .resolved

@@ -551,3 +551,105 @@ async fn an_instance_is_drifted_once_the_alias_points_at_a_newer_ami() {
     let drift = c.is_drifted(&nc).await.unwrap().expect("drifted");
     assert!(drift.0.starts_with("AMIDrift"), "{drift:?}");
 }
+
+async fn create_role(f: &Fixture, name: &str) {
+    aws_sdk_iam::Client::new(&f.conf)
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_role_gets_an_instance_profile_that_follows_it_and_is_released_with_the_class() {
+    let f = fixture().await;
+    create_role(&f, "KarpenterNodeRole-ci").await;
+    create_role(&f, "KarpenterNodeRole-ci-2").await;
+    let clock = ManualClock::new();
+    let api = SdkApi::from_conf(&f.conf);
+    let c = Ec2Cloud::new(SdkApi::from_conf(&f.conf), options(&clock));
+    let mut spec = node_class();
+    spec.role = Some("KarpenterNodeRole-ci".to_owned());
+    c.set_node_class("default", spec.clone());
+
+    let resolved = c.resolve("default").await.unwrap();
+    let profile = resolved.instance_profile.clone().unwrap();
+    assert!(profile.starts_with("gitlab-ci_"), "{profile}");
+    assert_eq!(
+        api.get_instance_profile(profile.clone()).await.unwrap(),
+        Some(vec!["KarpenterNodeRole-ci".to_owned()])
+    );
+    // The launch uses it: its launch template names the profile (moto's CreateFleet does not
+    // copy the profile onto the instance, so the template is what can be checked).
+    c.create(&claim("gitlab-iam", &["m5.large"], "on-demand"))
+        .await
+        .unwrap();
+    let templates = api
+        .describe_launch_templates(vec![Filter::new("tag:berth.dev/cluster", &["gitlab-ci"])])
+        .await
+        .unwrap();
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    let versions = f
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_name(&templates[0].name)
+        .versions("$Latest")
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<&str> = versions
+        .launch_template_versions()
+        .iter()
+        .filter_map(|v| v.launch_template_data()?.iam_instance_profile()?.name())
+        .collect();
+    assert_eq!(names, vec![profile.as_str()]);
+
+    // Another role: the same profile now holds that one only (after the cache expires).
+    spec.role = Some("KarpenterNodeRole-ci-2".to_owned());
+    c.set_node_class("default", spec.clone());
+    clock.advance(std::time::Duration::from_secs(61));
+    let again = c.resolve("default").await.unwrap();
+    assert_eq!(again.instance_profile.as_deref(), Some(profile.as_str()));
+    assert_eq!(
+        api.get_instance_profile(profile.clone()).await.unwrap(),
+        Some(vec!["KarpenterNodeRole-ci-2".to_owned()])
+    );
+
+    // A role that does not exist: not ready, naming the field.
+    spec.role = Some("NoSuchRole".to_owned());
+    c.set_node_class("default", spec);
+    clock.advance(std::time::Duration::from_secs(61));
+    match c.resolve("default").await.unwrap_err() {
+        CloudError::NodeClassNotReady { reason } => {
+            assert!(reason.contains("InstanceProfileReady"), "{reason}");
+            assert!(reason.contains("spec.role"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    c.release_node_class("default").await.unwrap();
+    assert_eq!(api.get_instance_profile(profile).await.unwrap(), None);
+    // Idempotent.
+    c.release_node_class("default").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_named_instance_profile_must_exist() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let c = Ec2Cloud::new(SdkApi::from_conf(&f.conf), options(&clock));
+    let mut spec = node_class();
+    spec.instance_profile = Some("missing-profile".to_owned());
+    c.set_node_class("default", spec);
+    match c.resolve("default").await.unwrap_err() {
+        CloudError::NodeClassNotReady { reason } => {
+            assert!(reason.contains("spec.instanceProfile"), "{reason}");
+            assert!(reason.contains("missing-profile"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -272,4 +272,25 @@ impl<A: Ec2Api> Ec2Api for Faulty<A> {
     async fn on_demand_prices(&self, region: String) -> ApiResult<BTreeMap<String, f64>> {
         self.inner.on_demand_prices(region).await
     }
+    async fn get_instance_profile(&self, name: String) -> ApiResult<Option<Vec<String>>> {
+        self.inner.get_instance_profile(name).await
+    }
+    async fn create_instance_profile(&self, name: String, tags: Tags) -> ApiResult<()> {
+        self.inner.create_instance_profile(name, tags).await
+    }
+    async fn add_role_to_instance_profile(&self, profile: String, role: String) -> ApiResult<()> {
+        self.inner.add_role_to_instance_profile(profile, role).await
+    }
+    async fn remove_role_from_instance_profile(
+        &self,
+        profile: String,
+        role: String,
+    ) -> ApiResult<()> {
+        self.inner
+            .remove_role_from_instance_profile(profile, role)
+            .await
+    }
+    async fn delete_instance_profile(&self, name: String) -> ApiResult<()> {
+        self.inner.delete_instance_profile(name).await
+    }
 }
