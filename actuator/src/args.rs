@@ -51,10 +51,14 @@ pub struct Args {
         default_value = "kubernetes"
     )]
     pub node_claims: NodeClaims,
-    /// How often the NodeClaim lifecycle (registration, initialization, liveness, drain,
-    /// termination) is reconciled (with `--node-claims kubernetes`).
+    /// The NodeClaim lifecycle (registration, initialization, liveness, drain, termination)
+    /// and EC2NodeClass status are reconciled on every watched change and at least this often
+    /// (with `--node-claims kubernetes`).
     #[arg(long, env = "BERTH_LIFECYCLE_INTERVAL", default_value = "2s", value_parser = duration)]
     pub lifecycle_interval: Duration,
+    /// How often instances without a NodeClaim (and NodeClaims without an instance) are looked for.
+    #[arg(long, env = "BERTH_GC_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub gc_interval: Duration,
     /// A launched instance's node must register within this, or its NodeClaim is deleted.
     #[arg(long, env = "BERTH_REGISTRATION_TTL", default_value = "15m", value_parser = duration)]
     pub registration_ttl: Duration,

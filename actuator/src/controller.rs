@@ -1,25 +1,30 @@
 //! The NodeClaim lifecycle controller: reads NodeClaims, Nodes and Pods, decides with
 //! [`crate::lifecycle`], acts with [`crate::execute`] and the cloud provider.
 //!
-//! NB: it reconciles every NodeClaim on each pass (`reconcile_all`, run every `interval` by
-//! [`Lifecycle::run`]) from fresh lists; moving it onto kube-runtime watches is the next step
-//! (the decisions and the writes stay as they are).
+//! [`Lifecycle::run`] keeps kube-runtime reflectors (watch caches) of NodeClaims, Nodes and,
+//! when a [`NodeClasses`] controller rides along, EC2NodeClasses; any change wakes a pass over
+//! the cached objects, and a pass also runs every `interval` (registration deadlines, drains
+//! waiting on PodDisruptionBudgets). Garbage collection lists the cloud every `gc_interval`.
+//! [`Lifecycle::reconcile_all`] is the same pass from fresh lists, for one-shot use and tests.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use berth_api::v1::NodeClaim as NodeClaimObject;
+use berth_api::v1::{EC2NodeClass, NodeClaim as NodeClaimObject};
 use berth_cloud::{CloudError, CloudProvider};
 use berth_scheduler_core::labels;
 use berth_scheduler_core::model::Resources;
 use berth_scheduler_core::quantity::parse_milli;
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
+use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 
 use crate::execute::Executor;
 use crate::lifecycle::{self, ClaimView, DrainStep, NodeView, PodView, Step};
 use crate::metrics as m;
+use crate::nodeclass::{NodeClassResolver, NodeClasses};
 use crate::store::{Kube, NodeClaimStore, StoreError, kube_error};
 
 /// What one pass did, for logs and tests.
@@ -165,7 +170,7 @@ impl<P: CloudProvider> Lifecycle<P> {
         }
     }
 
-    /// One pass over every NodeClaim.
+    /// One pass over every NodeClaim from fresh lists, garbage collection included.
     pub async fn reconcile_all(&self) -> Result<Pass, StoreError> {
         let claims = self
             .claims
@@ -177,8 +182,12 @@ impl<P: CloudProvider> Lifecycle<P> {
             .list(&ListParams::default())
             .await
             .map_err(kube_error)?;
+        Ok(self.reconcile(&claims.items, &nodes.items, true).await)
+    }
+
+    /// One pass over `claims` as they were seen with `nodes`; `gc` adds garbage collection.
+    pub async fn reconcile(&self, claims: &[NodeClaimObject], nodes: &[Node], gc: bool) -> Pass {
         let by_provider: BTreeMap<String, &Node> = nodes
-            .items
             .iter()
             .filter_map(|n| Some((n.spec.as_ref()?.provider_id.clone()?, n)))
             .collect();
@@ -191,7 +200,7 @@ impl<P: CloudProvider> Lifecycle<P> {
             ("deleting", 0),
         ]
         .into();
-        for c in &claims.items {
+        for c in claims {
             let v = claim_view(c);
             let phase = if c.metadata.deletion_timestamp.is_some() {
                 "deleting"
@@ -209,7 +218,7 @@ impl<P: CloudProvider> Lifecycle<P> {
         for (phase, n) in phases {
             metrics::gauge!(m::NODE_CLAIMS, "phase" => phase).set(n as f64);
         }
-        for c in &claims.items {
+        for c in claims {
             let view = claim_view(c);
             let node = by_provider.get(&view.provider_id).copied();
             let result = if c.metadata.deletion_timestamp.is_some() {
@@ -222,8 +231,10 @@ impl<P: CloudProvider> Lifecycle<P> {
                 tracing::warn!(node_claim = %view.name, error = %e, "reconcile");
             }
         }
-        self.collect_garbage(&claims.items, &mut pass).await;
-        Ok(pass)
+        if gc {
+            self.collect_garbage(claims, &mut pass).await;
+        }
+        pass
     }
 
     /// Terminates instances without a NodeClaim and deletes NodeClaims whose instance is gone.
@@ -407,6 +418,7 @@ impl<P: CloudProvider> Lifecycle<P> {
                             self.exec.delete_node(n).await?;
                         }
                         self.store.finalize(&view.name).await?;
+                        metrics::counter!(m::TERMINATIONS_TOTAL).increment(1);
                         if let Some(at) = &c.metadata.deletion_timestamp {
                             let took = (self.clock)()
                                 .duration_since(SystemTime::from(at.0))
@@ -423,18 +435,121 @@ impl<P: CloudProvider> Lifecycle<P> {
         Ok(())
     }
 
-    /// Reconciles every `interval` until `stop` turns true.
-    pub async fn run(self, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(interval);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if let Err(e) = self.reconcile_all().await {
-                        tracing::warn!(error = %e, "lifecycle pass");
+    /// Watches NodeClaims, Nodes and (with `classes`) EC2NodeClasses, and reconciles on every
+    /// change and every `interval`, with garbage collection every `gc_interval`, until `stop`
+    /// turns true.
+    pub async fn run<R: NodeClassResolver + Clone>(
+        self,
+        classes: Option<NodeClasses<R>>,
+        interval: Duration,
+        gc_interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let (claims, claims_writer) = reflector::store::<NodeClaimObject>();
+        let (nodes, nodes_writer) = reflector::store::<Node>();
+        let (node_classes, classes_writer) = reflector::store::<EC2NodeClass>();
+        let config = watcher::Config::default();
+        let mut streams = vec![
+            reflector(
+                claims_writer,
+                watcher(self.claims.clone(), config.clone()).default_backoff(),
+            )
+            .map(|e| e.map(drop))
+            .boxed(),
+            reflector(
+                nodes_writer,
+                watcher(self.nodes.clone(), config.clone()).default_backoff(),
+            )
+            .map(|e| e.map(drop))
+            .boxed(),
+        ];
+        if classes.is_some() {
+            let api: Api<EC2NodeClass> = Api::all(self.store.client());
+            streams.push(
+                reflector(classes_writer, watcher(api, config).default_backoff())
+                    .map(|e| e.map(drop))
+                    .boxed(),
+            );
+        }
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let driver = {
+            let changed = changed.clone();
+            let mut events = futures::stream::select_all(streams);
+            tokio::spawn(async move {
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(()) => changed.notify_one(),
+                        // The watcher backs off and relists by itself (410s included).
+                        Err(e) => tracing::warn!(error = %e, "lifecycle watch"),
                     }
                 }
-                () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            })
+        };
+        let ready = async {
+            let _ = claims.wait_until_ready().await;
+            let _ = nodes.wait_until_ready().await;
+            if classes.is_some() {
+                let _ = node_classes.wait_until_ready().await;
+            }
+        };
+        tokio::select! {
+            () = ready => {}
+            _ = stop.wait_for(|s| *s) => {
+                driver.abort();
+                return;
             }
         }
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_gc: Option<tokio::time::Instant> = None;
+        // Work under way (an instance shutting down, evictions, a PodDisruptionBudget saying
+        // not yet) is looked at again soon, changed or not.
+        let soon = interval.min(Duration::from_secs(1));
+        let mut requeue = false;
+        loop {
+            let again = async {
+                if requeue {
+                    tokio::time::sleep(soon).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = changed.notified() => {}
+                _ = tick.tick() => {}
+                () = again => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            let claims_now: Vec<NodeClaimObject> =
+                claims.state().iter().map(|c| (**c).clone()).collect();
+            let nodes_now: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
+            let gc = last_gc.is_none_or(|at| at.elapsed() >= gc_interval);
+            if gc {
+                last_gc = Some(tokio::time::Instant::now());
+            }
+            let pass = self.reconcile(&claims_now, &nodes_now, gc).await;
+            if pass != Pass::default() {
+                tracing::debug!(?pass, "lifecycle pass");
+            }
+            requeue = !(pass.terminated.is_empty()
+                && pass.evicted.is_empty()
+                && pass.eviction_blocked.is_empty())
+                || claims_now
+                    .iter()
+                    .any(|c| c.metadata.deletion_timestamp.is_some());
+            if let Some(classes) = &classes {
+                for class in node_classes.state() {
+                    match classes.reconcile(&class, &claims_now).await {
+                        Ok(outcome) => {
+                            tracing::trace!(ec2_node_class = ?class.metadata.name, ?outcome)
+                        }
+                        Err(e) => {
+                            tracing::warn!(ec2_node_class = ?class.metadata.name, error = %e, "EC2NodeClass")
+                        }
+                    }
+                }
+            }
+        }
+        driver.abort();
     }
 }

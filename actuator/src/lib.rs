@@ -14,6 +14,7 @@ pub mod controller;
 pub mod execute;
 pub mod lifecycle;
 pub mod metrics;
+pub mod nodeclass;
 pub mod service;
 pub mod store;
 
@@ -160,19 +161,44 @@ async fn start_with<S: NodeClaimStore>(
                     ..SimOptions::default()
                 },
             );
-            serve(args, Metered::new(sim), store, cluster, metrics, None).await
-        }
-        Provider::Ec2 => {
-            let cloud = ec2_cloud(&args).await?;
-            let gauge_source = cloud.clone();
-            let gauge: Gauge = Box::new(move || gauge_source.unavailable_offerings());
+            let resolver = sim.clone();
             serve(
                 args,
-                Metered::new(cloud),
+                Metered::new(sim),
+                resolver,
                 store,
                 cluster,
                 metrics,
-                Some(gauge),
+                None,
+            )
+            .await
+        }
+        Provider::Ec2 => {
+            let cloud = ec2_cloud(&args).await?;
+            let source = cloud.clone();
+            let housekeeping: Housekeeping = Box::new(move || {
+                let cloud = source.clone();
+                Box::pin(async move {
+                    ::metrics::gauge!(metrics::UNAVAILABLE_OFFERINGS)
+                        .set(cloud.unavailable_offerings() as f64);
+                    match cloud.garbage_collect_launch_templates().await {
+                        Ok(deleted) if !deleted.is_empty() => {
+                            tracing::info!(?deleted, "deleted unused launch templates");
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "launch template garbage collection"),
+                    }
+                })
+            });
+            let resolver = cloud.clone();
+            serve(
+                args,
+                Metered::new(cloud),
+                resolver,
+                store,
+                cluster,
+                metrics,
+                Some(housekeeping),
             )
             .await
         }
@@ -231,16 +257,24 @@ pub fn read_node_classes(
         .collect())
 }
 
-type Gauge = Box<dyn Fn() -> usize + Send + Sync>;
+/// What a provider does now and then besides serving: gauges, cleaning up after itself.
+type Housekeeping =
+    Box<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-async fn serve<P: CloudProvider + Clone, S: NodeClaimStore>(
+async fn serve<P, R, S>(
     args: Args,
     provider: P,
+    resolver: R,
     store: S,
     cluster: Option<kube::Client>,
     metrics: PrometheusHandle,
-    unavailable_offerings: Option<Gauge>,
-) -> anyhow::Result<Running> {
+    housekeeping: Option<Housekeeping>,
+) -> anyhow::Result<Running>
+where
+    P: CloudProvider + Clone,
+    R: nodeclass::NodeClassResolver + Clone,
+    S: NodeClaimStore,
+{
     let grpc_listener = TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
@@ -269,19 +303,25 @@ async fn serve<P: CloudProvider + Clone, S: NodeClaimStore>(
     health
         .set_serving::<berth_proto::v1::cloud_provider_server::CloudProviderServer<CloudService<P, S>>>()
         .await;
+    let clock: std::sync::Arc<dyn Fn() -> std::time::SystemTime + Send + Sync> =
+        std::sync::Arc::new(std::time::SystemTime::now);
     let lifecycle = cluster.map(|client| {
-        controller::Lifecycle::new(
-            provider.clone(),
-            client,
-            args.registration_ttl,
-            std::sync::Arc::new(std::time::SystemTime::now),
+        (
+            controller::Lifecycle::new(
+                provider.clone(),
+                client.clone(),
+                args.registration_ttl,
+                clock.clone(),
+            ),
+            nodeclass::NodeClasses::new(resolver, client, clock.clone()),
         )
     });
-    let router = router.add_service(
-        berth_proto::v1::cloud_provider_server::CloudProviderServer::new(CloudService::new(
-            provider, store,
-        )),
-    );
+    let mut service = CloudService::new(provider, store);
+    if lifecycle.is_some() {
+        service = service.drained_by_lifecycle();
+    }
+    let router = router
+        .add_service(berth_proto::v1::cloud_provider_server::CloudProviderServer::new(service));
 
     let (stop, stopped) = watch::channel(false);
     let until = |mut rx: watch::Receiver<bool>| async move {
@@ -302,15 +342,18 @@ async fn serve<P: CloudProvider + Clone, S: NodeClaimStore>(
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/readyz", axum::routing::get(|| async { "ok" }));
     let admin = axum::serve(admin_listener, app).with_graceful_shutdown(until(stopped.clone()));
-    let gauges = gauge_loop(unavailable_offerings, until(stopped.clone()));
-    let interval = args.lifecycle_interval;
+    let chores = housekeeping_loop(housekeeping, until(stopped.clone()));
+    let (interval, gc_interval) = (args.lifecycle_interval, args.gc_interval);
     let lifecycle_stopped = stopped.clone();
     let background = async move {
         match lifecycle {
-            Some(l) => {
-                tokio::join!(gauges, l.run(interval, lifecycle_stopped));
+            Some((l, classes)) => {
+                tokio::join!(
+                    chores,
+                    l.run(Some(classes), interval, gc_interval, lifecycle_stopped)
+                );
             }
-            None => gauges.await,
+            None => chores.await,
         }
     };
     let task = tokio::spawn(supervise(grpc, admin, background, stop.clone()));
@@ -322,16 +365,16 @@ async fn serve<P: CloudProvider + Clone, S: NodeClaimStore>(
     })
 }
 
-async fn gauge_loop(source: Option<Gauge>, stopped: impl Future<Output = ()>) {
-    let Some(source) = source else {
+async fn housekeeping_loop(chores: Option<Housekeeping>, stopped: impl Future<Output = ()>) {
+    let Some(chores) = chores else {
         stopped.await;
         return;
     };
     let tick = async {
-        let mut every = tokio::time::interval(Duration::from_secs(10));
+        let mut every = tokio::time::interval(Duration::from_secs(30));
         loop {
             every.tick().await;
-            ::metrics::gauge!(metrics::UNAVAILABLE_OFFERINGS).set(source() as f64);
+            chores().await;
         }
     };
     tokio::select! {

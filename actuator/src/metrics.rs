@@ -7,7 +7,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const LAUNCHES_TOTAL: &str = "berth_actuator_launches_total";
 /// Counter: failed launches, by `nodepool` and `reason` (the cloud error's code).
 pub const LAUNCH_FAILURES_TOTAL: &str = "berth_actuator_launch_failures_total";
-/// Counter: termination requests that found an instance, by `nodepool`.
+/// Counter: instances whose termination finished (with `--node-claims kubernetes`, once per
+/// drained NodeClaim; with `memory`, per Terminate that found an instance).
 pub const TERMINATIONS_TOTAL: &str = "berth_actuator_terminations_total";
 /// Gauge: offerings hidden by the insufficient-capacity cache.
 pub const UNAVAILABLE_OFFERINGS: &str = "berth_actuator_unavailable_offerings";
@@ -56,7 +57,7 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(LAUNCHES_TOTAL, "Instances launched");
     describe_counter!(LAUNCH_FAILURES_TOTAL, "Launches that failed, by reason");
-    describe_counter!(TERMINATIONS_TOTAL, "Terminations started");
+    describe_counter!(TERMINATIONS_TOTAL, "Instance terminations");
     describe_gauge!(
         UNAVAILABLE_OFFERINGS,
         "Offerings hidden after an insufficient-capacity error"

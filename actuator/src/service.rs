@@ -18,11 +18,24 @@ use crate::store::{NodeClaimStore, StoreError};
 pub struct CloudService<P, S> {
     provider: P,
     store: S,
+    drained: bool,
 }
 
 impl<P, S> CloudService<P, S> {
+    /// Terminate calls the cloud itself: there is no cluster whose node needs draining.
     pub fn new(provider: P, store: S) -> Self {
-        Self { provider, store }
+        Self {
+            provider,
+            store,
+            drained: false,
+        }
+    }
+
+    /// Terminate only deletes the NodeClaim: the lifecycle controller holds it by its
+    /// finalizer, drains the node, terminates the instance and lets it go.
+    pub fn drained_by_lifecycle(mut self) -> Self {
+        self.drained = true;
+        self
     }
 }
 
@@ -123,6 +136,26 @@ impl<P: CloudProvider, S: NodeClaimStore> CloudService<P, S> {
 
     async fn do_terminate(&self, r: pb::TerminateRequest) -> Result<pb::TerminateResponse, Status> {
         required_name(&r.node_claim)?;
+        if self.drained {
+            // The claim gone means drained, terminated and finalized.
+            if !self
+                .store
+                .exists(&r.node_claim)
+                .await
+                .map_err(store_status)?
+            {
+                return Ok(pb::TerminateResponse {
+                    state: pb::TerminationState::Terminated as i32,
+                });
+            }
+            self.store
+                .delete(&r.node_claim)
+                .await
+                .map_err(store_status)?;
+            return Ok(pb::TerminateResponse {
+                state: pb::TerminationState::Terminating as i32,
+            });
+        }
         self.store
             .delete(&r.node_claim)
             .await

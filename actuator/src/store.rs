@@ -41,6 +41,8 @@ pub trait NodeClaimStore: Send + Sync + 'static {
     fn delete(&self, name: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Drops the termination finalizer: the instance is gone.
     fn finalize(&self, name: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Whether the NodeClaim still exists (being deleted counts).
+    fn exists(&self, name: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// A NodeClaim as [`Memory`] keeps it.
@@ -130,6 +132,10 @@ impl NodeClaimStore for Memory {
             }
         }
         Ok(())
+    }
+
+    async fn exists(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().contains_key(name))
     }
 }
 
@@ -297,6 +303,14 @@ impl NodeClaimStore for Kube {
         {
             Ok(_) => Ok(()),
             Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(kube_error(e)),
+        }
+    }
+
+    async fn exists(&self, name: &str) -> Result<bool, StoreError> {
+        match self.api.get(name).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(false),
             Err(e) => Err(kube_error(e)),
         }
     }

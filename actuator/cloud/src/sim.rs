@@ -130,6 +130,16 @@ impl SimCloud {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Every zone an offering of the catalog is in, sorted.
+    pub fn zones(&self) -> Vec<String> {
+        let zones: std::collections::BTreeSet<&String> = self
+            .types
+            .iter()
+            .flat_map(|t| t.offerings.iter().map(|o| &o.zone))
+            .collect();
+        zones.into_iter().cloned().collect()
+    }
+
     fn now(&self) -> SystemTime {
         (self.options.clock)()
     }

@@ -200,39 +200,53 @@ impl<A: Ec2Api> Ec2Cloud<A> {
     }
 
     /// Forgets a deleted class and releases what Berth made for it (the instance profile of
-    /// its `role`). The caller makes sure no NodeClaim uses it any more.
-    pub async fn release_node_class(&self, name: &str) -> Result<(), CloudError> {
-        let spec = lock(&self.node_classes).get(name).cloned();
-        if let Some(spec) = spec {
-            nodeclass::release_instance_profile(
-                self.api.as_ref(),
-                &spec,
-                &self.resolve_context(name),
-            )
+    /// its `role`). The caller makes sure no NodeClaim uses it any more. Idempotent.
+    pub async fn release_node_class(
+        &self,
+        name: &str,
+        spec: &EC2NodeClassSpec,
+    ) -> Result<(), CloudError> {
+        nodeclass::release_instance_profile(self.api.as_ref(), spec, &self.resolve_context(name))
             .await
             .map_err(|e| CloudError::Unavailable {
                 message: format!("EC2NodeClass {name}: releasing its instance profile: {e}"),
             })?;
-        }
         self.remove_node_class(name);
         Ok(())
     }
 
     /// The class resolved (cached for `node_class_ttl`), or why it is not ready.
     pub async fn resolve(&self, name: &str) -> Result<ResolvedNodeClass, CloudError> {
+        if !lock(&self.node_classes).contains_key(name) {
+            return Err(CloudError::NodeClassNotReady {
+                reason: format!("EC2NodeClass {name} not found"),
+            });
+        }
+        self.resolution(name)
+            .await
+            .map_err(|e| node_class_not_ready(name, &e))
+    }
+
+    /// [`resolve`](Self::resolve) with the structured reason (the condition that failed).
+    pub async fn resolution(&self, name: &str) -> Result<ResolvedNodeClass, NotReady> {
         let now = self.now();
         if let Some((at, r)) = lock(&self.state).resolved.get(name)
             && now.duration_since(*at).unwrap_or_default() < self.options.node_class_ttl
         {
-            return r.clone().map_err(|e| node_class_not_ready(name, &e));
+            return r.clone();
         }
-        let spec = self.node_class(name)?;
+        let Ok(spec) = self.node_class(name) else {
+            return Err(NotReady {
+                condition: "Ready",
+                reason: format!("EC2NodeClass {name} not found"),
+            });
+        };
         let cx = self.resolve_context(name);
         let r = nodeclass::resolve(self.api.as_ref(), &spec, &cx).await;
         lock(&self.state)
             .resolved
             .insert(name.to_owned(), (now, r.clone()));
-        r.map_err(|e| node_class_not_ready(name, &e))
+        r
     }
 
     /// Instance-type facts from `DescribeInstanceTypes` and the per-zone offerings (cached).

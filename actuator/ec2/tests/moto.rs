@@ -621,7 +621,7 @@ async fn a_role_gets_an_instance_profile_that_follows_it_and_is_released_with_th
 
     // A role that does not exist: not ready, naming the field.
     spec.role = Some("NoSuchRole".to_owned());
-    c.set_node_class("default", spec);
+    c.set_node_class("default", spec.clone());
     clock.advance(std::time::Duration::from_secs(61));
     match c.resolve("default").await.unwrap_err() {
         CloudError::NodeClassNotReady { reason } => {
@@ -631,10 +631,11 @@ async fn a_role_gets_an_instance_profile_that_follows_it_and_is_released_with_th
         other => panic!("{other:?}"),
     }
 
-    c.release_node_class("default").await.unwrap();
+    spec.role = Some("KarpenterNodeRole-ci-2".to_owned());
+    c.release_node_class("default", &spec).await.unwrap();
     assert_eq!(api.get_instance_profile(profile).await.unwrap(), None);
     // Idempotent.
-    c.release_node_class("default").await.unwrap();
+    c.release_node_class("default", &spec).await.unwrap();
 }
 
 #[tokio::test]
