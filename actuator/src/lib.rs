@@ -33,6 +33,9 @@ use crate::args::{Args, LogFormat, NodeClaims, Provider};
 use crate::service::CloudService;
 use crate::store::{Memory, NodeClaimStore};
 
+/// How long a graceful shutdown waits for connected clients.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs until SIGTERM or Ctrl-C.
 pub fn run(args: Args) -> anyhow::Result<()> {
     init_tracing(&args)?;
@@ -44,12 +47,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let running = start(args, handle).await?;
         tracing::info!(grpc = %running.grpc_addr, admin = %running.admin_addr, "berth-actuator serving");
         let stop = running.stop.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            let _ = stop.send(true);
-        });
-        running.wait().await
+        let mut serving = std::pin::pin!(running.wait());
+        tokio::select! {
+            r = &mut serving => return r,
+            () = shutdown_signal() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+        // Open connections get this long to finish their calls and hang up.
+        match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "clients still connected; stopping anyway");
+                Ok(())
+            }
+        }
     })
 }
 

@@ -48,6 +48,95 @@ for line in sys.stdin:
 server.stop()
 "#;
 
+pub const AL2023_X86: &str =
+    "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard/recommended/image_id";
+
+pub struct Fixture {
+    pub moto: Moto,
+    pub conf: aws_config::SdkConfig,
+    pub ec2: aws_sdk_ec2::Client,
+    pub subnets: Vec<(String, String)>,
+    pub security_group: String,
+    pub amis: Vec<String>,
+}
+
+/// A VPC with two subnets (us-east-1a, us-east-1b) and a security group tagged for discovery,
+/// and the AL2023 alias's SSM parameter (which moto lacks) seeded through moto's own API.
+pub async fn fixture() -> Fixture {
+    let moto = Moto::start();
+    let conf = moto.sdk_config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    let tagged = |rt: ResourceType| {
+        TagSpecification::builder()
+            .resource_type(rt)
+            .tags(
+                Tag::builder()
+                    .key("karpenter.sh/discovery")
+                    .value("ci")
+                    .build(),
+            )
+            .build()
+    };
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_owned();
+    let mut subnets = Vec::new();
+    for (i, zone) in ["us-east-1a", "us-east-1b"].into_iter().enumerate() {
+        let s = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.0.{}.0/24", i + 1))
+            .availability_zone(zone)
+            .tag_specifications(tagged(ResourceType::Subnet))
+            .send()
+            .await
+            .unwrap();
+        subnets.push((
+            s.subnet().unwrap().subnet_id().unwrap().to_owned(),
+            zone.to_owned(),
+        ));
+    }
+    let security_group = ec2
+        .create_security_group()
+        .group_name("berth-nodes")
+        .description("nodes")
+        .vpc_id(&vpc)
+        .tag_specifications(tagged(ResourceType::SecurityGroup))
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_owned();
+    let images = ec2.describe_images().owners("amazon").send().await.unwrap();
+    let amis: Vec<String> = images
+        .images()
+        .iter()
+        .filter(|i| i.architecture().map(|a| a.as_str()) == Some("x86_64"))
+        .filter_map(|i| i.image_id().map(str::to_owned))
+        .take(2)
+        .collect();
+    assert_eq!(amis.len(), 2, "moto ships x86_64 images");
+    moto.seed_parameter(AL2023_X86, &amis[0]);
+    Fixture {
+        moto,
+        conf,
+        ec2,
+        subnets,
+        security_group,
+        amis,
+    }
+}
+
 /// A moto server for one test; stopped (and killed) when dropped.
 pub struct Moto {
     child: Child,
@@ -62,14 +151,20 @@ fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("BERTH_MOTO_PYTHON") {
         return PathBuf::from(p);
     }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "moto is not installed: {} is missing. Run ./scripts/test (it creates .venv with \
-         moto[server]) or set BERTH_MOTO_PYTHON to a Python that has moto.",
-        venv.display()
-    );
-    venv
+    // The workspace root's .venv, whichever crate's tests include this module.
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv = here
+        .ancestors()
+        .map(|d| d.join(".venv/bin/python"))
+        .find(|p| p.exists());
+    venv.unwrap_or_else(|| {
+        panic!(
+            "moto is not installed: no .venv/bin/python above {}. Run ./scripts/test (it \
+             creates .venv with moto[server]) or set BERTH_MOTO_PYTHON to a Python that has \
+             moto.",
+            here.display()
+        )
+    })
 }
 
 impl Moto {
