@@ -418,7 +418,13 @@ impl<P: CloudProvider> Lifecycle<P> {
                             self.exec.delete_node(n).await?;
                         }
                         self.store.finalize(&view.name).await?;
-                        metrics::counter!(m::TERMINATIONS_TOTAL).increment(1);
+                        let label = |k: &str| view.labels.get(k).cloned().unwrap_or_default();
+                        metrics::counter!(m::TERMINATIONS_TOTAL,
+                            "nodepool" => label(labels::NODE_POOL),
+                            "instance_type" => label(labels::INSTANCE_TYPE),
+                            "zone" => label(labels::TOPOLOGY_ZONE),
+                            "capacity_type" => label(labels::CAPACITY_TYPE))
+                        .increment(1);
                         if let Some(at) = &c.metadata.deletion_timestamp {
                             let took = (self.clock)()
                                 .duration_since(SystemTime::from(at.0))

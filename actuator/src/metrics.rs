@@ -7,8 +7,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const LAUNCHES_TOTAL: &str = "berth_actuator_launches_total";
 /// Counter: failed launches, by `nodepool` and `reason` (the cloud error's code).
 pub const LAUNCH_FAILURES_TOTAL: &str = "berth_actuator_launch_failures_total";
-/// Counter: instances whose termination finished (with `--node-claims kubernetes`, once per
-/// drained NodeClaim; with `memory`, per Terminate that found an instance).
+/// Counter: instance terminations by `nodepool`, `instance_type`, `zone`, `capacity_type`
+/// (with `--node-claims kubernetes`, once per drained NodeClaim when its instance is gone;
+/// with `memory`, when a Terminate starts shutting a live instance down).
 pub const TERMINATIONS_TOTAL: &str = "berth_actuator_terminations_total";
 /// Gauge: offerings hidden by the insufficient-capacity cache.
 pub const UNAVAILABLE_OFFERINGS: &str = "berth_actuator_unavailable_offerings";

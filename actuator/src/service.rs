@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use berth_cloud::{CloudError, CloudProvider};
+use berth_cloud::{CloudError, CloudProvider, InstanceState};
 use berth_proto::status::to_status;
 use berth_proto::v1 as pb;
 use berth_proto::v1::cloud_provider_server::CloudProvider as CloudProviderRpc;
@@ -160,9 +160,17 @@ impl<P: CloudProvider, S: NodeClaimStore> CloudService<P, S> {
             .delete(&r.node_claim)
             .await
             .map_err(store_status)?;
+        let instance = self.provider.get(&r.node_claim).await.ok();
         match self.provider.delete(&r.node_claim).await {
             Ok(()) => {
-                metrics::counter!(m::TERMINATIONS_TOTAL).increment(1);
+                if let Some(i) = instance.filter(|i| i.state != InstanceState::ShuttingDown) {
+                    metrics::counter!(m::TERMINATIONS_TOTAL,
+                        "nodepool" => i.node_pool.clone(),
+                        "instance_type" => i.instance_type.clone(),
+                        "zone" => i.zone.clone(),
+                        "capacity_type" => i.capacity_type.as_str())
+                    .increment(1);
+                }
                 Ok(pb::TerminateResponse {
                     state: pb::TerminationState::Terminating as i32,
                 })

@@ -273,6 +273,22 @@ impl NodeClaimStore for Kube {
     }
 
     async fn launched(&self, name: &str, instance: &Instance) -> Result<(), StoreError> {
+        // The launched instance's labels (type, zone, capacity type, arch, ...) go on the
+        // claim, as Karpenter's do: the scheduler counts an in-flight claim by them, and
+        // registration copies them onto the Node.
+        if !instance.labels.is_empty() {
+            use kube::api::{Patch, PatchParams};
+            let patch = serde_json::json!({ "metadata": { "labels": instance.labels } });
+            match self
+                .api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => return Err(StoreError::NotFound(name.to_owned())),
+                Err(e) => return Err(kube_error(e)),
+            }
+        }
         self.set_condition(
             name,
             self.condition("Launched", true, "Launched", ""),
