@@ -1,7 +1,8 @@
-//! Berth's simulated cluster (issue 5, in progress): today the API server's object store
-//! ([`store`]) with Kubernetes' resourceVersion, conflict, finalizer and watch semantics. The
-//! HTTP API server, the simulated kube-scheduler and kubelets, and `berth sandbox` are not
-//! built yet (see `sim/README.md`).
+//! Berth's simulated cluster: an in-memory Kubernetes API server ([`server`] over [`store`],
+//! with resourceVersions, conflicts, finalizers, watches, evictions and validation) and the
+//! simulated control plane and nodes ([`controllers`]: workload controllers, kube-scheduler,
+//! kubelets, garbage collector). See `sim/README.md` for what is faithful and what is not.
 
+pub mod controllers;
 pub mod server;
 pub mod store;

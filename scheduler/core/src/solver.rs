@@ -302,7 +302,9 @@ fn daemon_runs_on(ds: &DaemonSet, reqs: &Requirements, taints: &[Taint]) -> bool
             .any(|alt| reqs.admits(alt).is_ok())
 }
 
-fn daemon_runs_on_labels(ds: &DaemonSet, labels: &Labels, taints: &[Taint]) -> bool {
+/// Whether a DaemonSet's pods run on a node with these labels and taints (its selectors,
+/// affinity and tolerations).
+pub fn daemon_runs_on_labels(ds: &DaemonSet, labels: &Labels, taints: &[Taint]) -> bool {
     daemon_runs_on(ds, &Requirements::from_labels(labels), taints)
 }
 
