@@ -4,5 +4,7 @@
 //! kubelets, garbage collector). See `sim/README.md` for what is faithful and what is not.
 
 pub mod controllers;
+pub mod faults;
+pub mod patch;
 pub mod server;
 pub mod store;

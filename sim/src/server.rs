@@ -9,7 +9,6 @@
 //! write (422 naming the field). Not yet: bindings, v1beta1 conversion on write, fault
 //! injection.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -19,6 +18,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::faults::{Effect, Faults};
 use crate::store::{EventType, Resource, Store, StoreError, status};
 
 /// A resource the server serves.
@@ -84,6 +84,16 @@ pub const RESOURCES: &[ApiResource] = &[
     r("events.k8s.io", "v1", "events", "Event", true),
     r("karpenter.sh", "v1", "nodepools", "NodePool", false),
     r("karpenter.sh", "v1", "nodeclaims", "NodeClaim", false),
+    // Written objects are converted to v1 and stored as such (reads return v1).
+    r("karpenter.sh", "v1beta1", "nodepools", "NodePool", false),
+    r("karpenter.sh", "v1beta1", "nodeclaims", "NodeClaim", false),
+    r(
+        "karpenter.k8s.aws",
+        "v1beta1",
+        "ec2nodeclasses",
+        "EC2NodeClass",
+        false,
+    ),
     r(
         "karpenter.k8s.aws",
         "v1",
@@ -153,11 +163,12 @@ fn parse_path(path: &str) -> Option<Target> {
     })
 }
 
-/// The server: the store plus a clock.
+/// The server: the store, a clock and the fault rules.
 #[derive(Clone)]
 pub struct ApiServer {
     pub store: Store,
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+    faults: Faults,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -299,7 +310,16 @@ fn selected(uri: &Uri, obj: &Value) -> bool {
 
 impl ApiServer {
     pub fn new(store: Store, clock: Arc<dyn Fn() -> SystemTime + Send + Sync>) -> Self {
-        Self { store, clock }
+        Self {
+            store,
+            clock,
+            faults: Faults::default(),
+        }
+    }
+
+    /// The fault rules (shared with every clone of this server).
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
     }
 
     /// Serves on `addr` (port 0: any) until `shutdown` resolves; returns the bound address
@@ -342,6 +362,11 @@ impl ApiServer {
 
     async fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
         let path = uri.path();
+        match self.faults.take(method.as_str(), path) {
+            Some(Effect::Status(code)) => return injected(code),
+            Some(Effect::Delay(by)) => tokio::time::sleep(by).await,
+            None => {}
+        }
         if let Some(resp) = self.discovery(path) {
             return resp;
         }
@@ -357,10 +382,21 @@ impl ApiServer {
         let now = (self.clock)();
         let key = t.api.store_key();
         let ns = t.namespace.clone().unwrap_or_default();
+        let v1beta1 = t.api.version == "v1beta1";
         let parse = || -> Result<Value, Box<Response>> {
-            serde_json::from_slice(&body)
-                .map_err(|e| Box::new(bad_request(&format!("invalid JSON: {e}"))))
+            let obj: Value = serde_json::from_slice(&body)
+                .map_err(|e| Box::new(bad_request(&format!("invalid JSON: {e}"))))?;
+            if v1beta1 && matches!(method, Method::POST | Method::PUT) {
+                return to_v1(obj).map_err(Box::new);
+            }
+            Ok(obj)
         };
+        if v1beta1 && method == Method::PATCH {
+            return bad_request(&format!(
+                "{}.{}/v1beta1 objects are converted to v1 on create and update; patch the {}/v1 object instead",
+                t.api.plural, t.api.group, t.api.group
+            ));
+        }
         match (&method, &t.name, t.subresource.as_deref()) {
             (&Method::GET, None, None) => {
                 if query_param(&uri, "watch").is_some_and(|w| w == "true" || w == "1") {
@@ -388,13 +424,7 @@ impl ApiServer {
                     Err(r) => return *r,
                 };
                 self.defaults(&t, &mut obj);
-                if let Err(r) = Self::validate(&t, &obj) {
-                    return *r;
-                }
-                match self.store.create(&key, obj, now) {
-                    Ok(o) => (StatusCode::CREATED, axum::Json(o)).into_response(),
-                    Err(e) => error(&e),
-                }
+                self.create(&t, &key, obj, now)
             }
             (&Method::PUT, Some(name), sub) => {
                 let mut obj = match parse() {
@@ -408,6 +438,13 @@ impl ApiServer {
                 self.write(&t, &key, &ns, name, sub, obj, now)
             }
             (&Method::PATCH, Some(name), sub) => {
+                let content_type = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if content_type.starts_with("application/apply-patch") {
+                    return self.apply(&t, &key, &ns, name, sub, &uri, &body, now);
+                }
                 let current = match self.store.get(&key, &ns, name) {
                     Ok(o) => o,
                     Err(e) => return error(&e),
@@ -416,12 +453,19 @@ impl ApiServer {
                     Ok(o) => o,
                     Err(r) => return *r,
                 };
-                let content_type = headers
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
                 let mut patched = current.clone();
-                if content_type.starts_with("application/json-patch+json") {
+                if content_type.starts_with("application/strategic-merge-patch") {
+                    if custom_resource(&t.api) {
+                        return (
+                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                            axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                "status": "Failure", "reason": "UnsupportedMediaType", "code": 415,
+                                "message": "strategic merge patch is not supported for custom resources; use a merge or JSON patch"})),
+                        )
+                            .into_response();
+                    }
+                    crate::patch::strategic_merge(&mut patched, &patch);
+                } else if content_type.starts_with("application/json-patch+json") {
                     let ops: json_patch::Patch = match serde_json::from_value(patch) {
                         Ok(p) => p,
                         Err(e) => return bad_request(&format!("invalid JSON patch: {e}")),
@@ -435,7 +479,6 @@ impl ApiServer {
                             .into_response();
                     }
                 } else {
-                    // Merge patch; strategic merge and apply are approximated by it.
                     json_patch::merge(&mut patched, &patch);
                 }
                 // Without a resourceVersion in the patch, the patch applies to the current one.
@@ -447,6 +490,13 @@ impl ApiServer {
             }
             (&Method::POST, Some(name), Some("eviction")) if t.api.plural == "pods" => {
                 self.evict(&ns, name, now)
+            }
+            (&Method::POST, Some(name), Some("binding")) if t.api.plural == "pods" => {
+                let binding = match parse() {
+                    Ok(o) => o,
+                    Err(r) => return *r,
+                };
+                self.bind(&ns, name, &binding, now)
             }
             (&Method::DELETE, Some(name), None) => match self.store.delete(&key, &ns, name, now) {
                 Ok(o) => axum::Json(o).into_response(),
@@ -505,6 +555,133 @@ impl ApiServer {
         }
         match self.store.update(key, obj, now) {
             Ok(o) => axum::Json(o).into_response(),
+            Err(e) => error(&e),
+        }
+    }
+
+    fn create(&self, t: &Target, key: &Resource, obj: Value, now: SystemTime) -> Response {
+        if let Err(r) = Self::validate(t, &obj) {
+            return *r;
+        }
+        match self.store.create(key, obj, now) {
+            Ok(o) => (StatusCode::CREATED, axum::Json(o)).into_response(),
+            Err(e) => error(&e),
+        }
+    }
+
+    /// Server-side apply ([`crate::patch::apply`]): creates or merges, recording the field
+    /// manager; 409 naming the fields another manager applied, unless `force=true`.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        t: &Target,
+        key: &Resource,
+        ns: &str,
+        name: &str,
+        sub: Option<&str>,
+        uri: &Uri,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Response {
+        let Some(manager) = query_param(uri, "fieldManager").filter(|m| !m.is_empty()) else {
+            return bad_request("PATCH: fieldManager is required for apply patch");
+        };
+        let force = query_param(uri, "force").is_some_and(|f| f == "true");
+        let applied: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) => match serde_norway::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return bad_request(&format!("invalid apply configuration: {e}")),
+            },
+        };
+        if meta_name(&applied).is_some_and(|n| n != name) {
+            return bad_request("the name in the body does not match the path");
+        }
+        let current = match self.store.get(key, ns, name) {
+            Ok(o) => Some(o),
+            Err(StoreError::NotFound { .. }) if sub.is_none() => None,
+            Err(e) => return error(&e),
+        };
+        let time = k8s_time(now);
+        let result = crate::patch::apply(
+            current.as_ref(),
+            &applied,
+            &manager,
+            force,
+            !custom_resource(&t.api),
+            &time,
+        );
+        let mut obj = match result {
+            Ok(o) => o,
+            Err(conflicts) => {
+                let causes: Vec<Value> = conflicts
+                    .iter()
+                    .map(|c| json!({"reason": "FieldManagerConflict", "field": c.field,
+                        "message": format!("conflict with \"{}\"", c.manager)}))
+                    .collect();
+                let list = conflicts
+                    .iter()
+                    .map(|c| format!("conflict with \"{}\": {}", c.manager, c.field))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return (
+                    StatusCode::CONFLICT,
+                    axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "Conflict", "code": 409,
+                        "message": format!("Apply failed with {} conflict(s): {list}", conflicts.len()),
+                        "details": {"name": name, "kind": t.api.plural, "causes": causes}})),
+                )
+                    .into_response();
+            }
+        };
+        match current {
+            None => {
+                obj["metadata"]["name"] = name.into();
+                self.defaults(t, &mut obj);
+                self.create(t, key, obj, now)
+            }
+            Some(c) => {
+                obj["metadata"]["resourceVersion"] = c["metadata"]["resourceVersion"].clone();
+                self.write(t, key, ns, name, sub, obj, now)
+            }
+        }
+    }
+
+    /// The binding subresource: assigns a pod to a node (409 when it is already assigned).
+    fn bind(&self, ns: &str, name: &str, binding: &Value, now: SystemTime) -> Response {
+        let pods = Resource::new("", "pods", true);
+        let Some(node) = binding["target"]["name"].as_str().filter(|n| !n.is_empty()) else {
+            return bad_request("Binding: target.name: Required value");
+        };
+        let mut pod = match self.store.get(&pods, ns, name) {
+            Ok(p) => p,
+            Err(e) => return error(&e),
+        };
+        if let Some(current) = pod["spec"]["nodeName"].as_str() {
+            return error(&StoreError::Conflict {
+                resource: "pods/binding".to_owned(),
+                name: format!("{name} is already assigned to node {current}"),
+            });
+        }
+        pod["spec"]["nodeName"] = node.into();
+        let condition = json!({"type": "PodScheduled", "status": "True",
+            "lastTransitionTime": k8s_time(now)});
+        let conditions = pod["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["type"] != "PodScheduled")
+            .chain([condition])
+            .collect::<Vec<_>>();
+        pod["status"]["conditions"] = conditions.into();
+        match self.store.update(&pods, pod, now) {
+            Ok(_) => (
+                StatusCode::CREATED,
+                axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Success", "code": 201})),
+            )
+                .into_response(),
             Err(e) => error(&e),
         }
     }
@@ -700,18 +877,26 @@ impl ApiServer {
                     "metadata": {"resourceVersion": rv.to_string()}}),
             )
         };
-        let state = (prefix.into_iter(), watch, uri, namespace, bookmarks, start);
+        let mut cuts = self.faults.cuts();
+        cuts.mark_unchanged();
+        let state = (prefix.into_iter(), watch, uri, namespace, bookmarks, start, cuts);
         let stream = futures::stream::unfold(state, move |mut st| async move {
             if let Some(b) = st.0.next() {
-                return Some((Ok::<Bytes, Infallible>(b), st));
+                return Some((Ok::<Bytes, std::io::Error>(b), st));
             }
             let watch = st.1.as_mut()?;
             loop {
-                let next = tokio::time::timeout_at(
-                    deadline.min(tokio::time::Instant::now() + Duration::from_secs(60)),
-                    watch.next(),
-                )
-                .await;
+                let next = tokio::select! {
+                    next = tokio::time::timeout_at(
+                        deadline.min(tokio::time::Instant::now() + Duration::from_secs(60)),
+                        watch.next(),
+                    ) => next,
+                    _ = st.6.changed() => {
+                        // An injected cut: the connection drops mid-stream.
+                        st.1 = None;
+                        return Some((Err(std::io::Error::other("watch cut by fault injection")), st));
+                    }
+                };
                 match next {
                     Err(_) if tokio::time::Instant::now() >= deadline => return None,
                     Err(_) if st.4 => {
@@ -759,19 +944,25 @@ impl ApiServer {
             "/api" => json(json!({"kind": "APIVersions", "versions": ["v1"],
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})),
             "/apis" => {
-                let mut groups: Vec<(&str, &str)> = RESOURCES
-                    .iter()
-                    .filter(|r| !r.group.is_empty())
-                    .map(|r| (r.group, r.version))
-                    .collect();
-                groups.dedup();
-                groups.sort();
-                groups.dedup();
+                // Each group with its versions, the first served (v1) preferred.
+                let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+                for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+                    match groups.iter_mut().find(|(g, _)| *g == r.group) {
+                        Some((_, versions)) if !versions.contains(&r.version) => {
+                            versions.push(r.version);
+                        }
+                        Some(_) => {}
+                        None => groups.push((r.group, vec![r.version])),
+                    }
+                }
                 let groups: Vec<Value> = groups
                     .into_iter()
-                    .map(|(g, v)| {
-                        let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-                        json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+                    .map(|(g, versions)| {
+                        let gvs: Vec<Value> = versions
+                            .iter()
+                            .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                            .collect();
+                        json!({"name": g, "versions": gvs, "preferredVersion": gvs[0]})
                     })
                     .collect();
                 json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
@@ -880,6 +1071,85 @@ impl Drop for LocalServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// An injected error, as the real API server words it.
+fn injected(code: u16) -> Response {
+    let reason = match code {
+        429 => "TooManyRequests",
+        500 => "InternalError",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "InternalError",
+    };
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (
+        status,
+        axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "reason": reason, "code": code,
+            "message": format!("injected fault: {reason}")})),
+    )
+        .into_response();
+    if code == 429 {
+        response
+            .headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Karpenter's resources are CRDs (merge and JSON patch only); the rest are built in.
+fn custom_resource(api: &ApiResource) -> bool {
+    matches!(api.group, "karpenter.sh" | "karpenter.k8s.aws")
+}
+
+/// A karpenter v1beta1 object converted to v1 (berth-api's conversion), or a 422 naming the
+/// field that cannot be converted.
+fn to_v1(obj: Value) -> Result<Value, Response> {
+    let invalid = |message: String| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "reason": "Invalid", "code": 422, "message": message})),
+        )
+            .into_response()
+    };
+    let manifest = berth_api::manifest::parse_value(0, obj).map_err(|errors| {
+        invalid(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let converted = berth_api::convert::to_v1(vec![manifest]).map_err(|errors| {
+        invalid(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let object = converted
+        .objects
+        .into_iter()
+        .next()
+        .ok_or_else(|| invalid("nothing to convert".to_owned()))?;
+    let value = match object {
+        berth_api::convert::V1Object::NodePool(o) => serde_json::to_value(o),
+        berth_api::convert::V1Object::EC2NodeClass(o) => serde_json::to_value(o),
+        berth_api::convert::V1Object::NodeClaim(o) => serde_json::to_value(o),
+    };
+    value.map_err(|e| invalid(e.to_string()))
+}
+
+fn k8s_time(t: SystemTime) -> String {
+    let ts: k8s_openapi::jiff::Timestamp = t
+        .try_into()
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn meta_name(obj: &Value) -> Option<&str> {
