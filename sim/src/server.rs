@@ -898,7 +898,15 @@ impl ApiServer {
                     }
                 };
                 match next {
-                    Err(_) if tokio::time::Instant::now() >= deadline => return None,
+                    // The watch ends at timeoutSeconds, with a last bookmark when asked.
+                    Err(_) if tokio::time::Instant::now() >= deadline => {
+                        if st.4 {
+                            let b = bookmark(st.5);
+                            st.1 = None;
+                            return Some((Ok(b), st));
+                        }
+                        return None;
+                    }
                     Err(_) if st.4 => {
                         let b = bookmark(st.5);
                         return Some((Ok(b), st));
