@@ -19,8 +19,14 @@ use serde_json::{Map, Value, json};
 /// The merge key of a list field of the core types, by field name.
 fn merge_key(field: &str) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env"
-        | "imagePullSecrets" | "resourceClaims" | "volumeDevices" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "resourceClaims"
+        | "volumeDevices" => "name",
         "volumeMounts" => "mountPath",
         "ports" => "containerPort",
         "conditions" | "addresses" => "type",
@@ -141,7 +147,16 @@ pub fn field_paths(applied: &Value) -> BTreeSet<Vec<String>> {
             ["apiVersion"]
                 | ["kind"]
                 | ["status", ..]
-                | ["metadata", "name" | "namespace" | "resourceVersion" | "managedFields" | "uid" | "generation" | "creationTimestamp"]
+                | [
+                    "metadata",
+                    "name"
+                        | "namespace"
+                        | "resourceVersion"
+                        | "managedFields"
+                        | "uid"
+                        | "generation"
+                        | "creationTimestamp"
+                ]
         )
     });
     out
@@ -166,8 +181,7 @@ fn fields_v1(paths: &BTreeSet<Vec<String>>) -> Value {
 fn paths_of(fields: &Value) -> BTreeSet<Vec<String>> {
     fn walk(v: &Value, path: &mut Vec<String>, out: &mut BTreeSet<Vec<String>>) {
         let Some(m) = v.as_object() else { return };
-        let keys: Vec<(&String, &Value)> =
-            m.iter().filter(|(k, _)| k.starts_with("f:")).collect();
+        let keys: Vec<(&String, &Value)> = m.iter().filter(|(k, _)| k.starts_with("f:")).collect();
         if keys.is_empty() && !path.is_empty() {
             out.insert(path.clone());
         }

@@ -367,6 +367,21 @@ impl ApiServer {
             Some(Effect::Delay(by)) => tokio::time::sleep(by).await,
             None => {}
         }
+        // JSON only (and YAML for apply): a protobuf or CBOR body is refused the way a
+        // server refuses a content type it does not serve, which client-go answers by
+        // sending JSON.
+        if let Some(ct) = headers.get("content-type").and_then(|v| v.to_str().ok())
+            && !body.is_empty()
+            && !(ct.contains("json") || ct.contains("yaml"))
+        {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": "UnsupportedMediaType", "code": 415,
+                    "message": format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})")})),
+            )
+                .into_response();
+        }
         if let Some(resp) = self.discovery(path) {
             return resp;
         }
@@ -616,8 +631,10 @@ impl ApiServer {
             Err(conflicts) => {
                 let causes: Vec<Value> = conflicts
                     .iter()
-                    .map(|c| json!({"reason": "FieldManagerConflict", "field": c.field,
-                        "message": format!("conflict with \"{}\"", c.manager)}))
+                    .map(|c| {
+                        json!({"reason": "FieldManagerConflict", "field": c.field,
+                        "message": format!("conflict with \"{}\"", c.manager)})
+                    })
                     .collect();
                 let list = conflicts
                     .iter()
@@ -879,7 +896,15 @@ impl ApiServer {
         };
         let mut cuts = self.faults.cuts();
         cuts.mark_unchanged();
-        let state = (prefix.into_iter(), watch, uri, namespace, bookmarks, start, cuts);
+        let state = (
+            prefix.into_iter(),
+            watch,
+            uri,
+            namespace,
+            bookmarks,
+            start,
+            cuts,
+        );
         let stream = futures::stream::unfold(state, move |mut st| async move {
             if let Some(b) = st.0.next() {
                 return Some((Ok::<Bytes, std::io::Error>(b), st));
@@ -949,6 +974,68 @@ impl ApiServer {
                 json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-berth-sim",
                 "platform": "linux/amd64"}),
             ),
+            // OpenAPI: v2 is not served (clients fall back to v3); v3 publishes, per group
+            // version, a schema per kind that accepts any fields, so client-side validation
+            // defers to the server's (Karpenter objects are validated on write).
+            "/openapi/v3" => {
+                let mut paths = serde_json::Map::new();
+                for r in RESOURCES {
+                    let gv = if r.group.is_empty() {
+                        format!("api/{}", r.version)
+                    } else {
+                        format!("apis/{}/{}", r.group, r.version)
+                    };
+                    paths.insert(
+                        gv.clone(),
+                        json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash=berth")}),
+                    );
+                }
+                json(json!({ "paths": paths }))
+            }
+            p if p.starts_with("/openapi/v3/") => {
+                let gv = &p["/openapi/v3/".len()..];
+                let (group, version) = match gv.split('/').collect::<Vec<_>>().as_slice() {
+                    ["api", v] => (String::new(), (*v).to_owned()),
+                    ["apis", g, v] => ((*g).to_owned(), (*v).to_owned()),
+                    _ => return None,
+                };
+                let schemas: serde_json::Map<String, Value> = RESOURCES
+                    .iter()
+                    .filter(|r| r.group == group && r.version == version)
+                    .map(|r| {
+                        let name = format!("{}.{}.{}", if r.group.is_empty() { "io.k8s.api.core" } else { r.group }, r.version, r.kind);
+                        (name, json!({"type": "object",
+                            "x-kubernetes-preserve-unknown-fields": true,
+                            "x-kubernetes-group-version-kind": [{"group": r.group, "version": r.version, "kind": r.kind}]}))
+                    })
+                    .collect();
+                if schemas.is_empty() {
+                    return None;
+                }
+                // Write operations list `fieldValidation`, which tells kubectl the server
+                // validates fields itself.
+                let mut paths = serde_json::Map::new();
+                for r in RESOURCES
+                    .iter()
+                    .filter(|r| r.group == group && r.version == version)
+                {
+                    let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+                    let op = json!({"x-kubernetes-group-version-kind": gvk,
+                        "parameters": [{"name": "fieldValidation", "in": "query",
+                                        "schema": {"type": "string", "uniqueItems": true}}],
+                        "responses": {}});
+                    let base = if r.namespaced {
+                        format!("/{gv}/namespaces/{{namespace}}/{}", r.plural)
+                    } else {
+                        format!("/{gv}/{}", r.plural)
+                    };
+                    paths.insert(base.clone(), json!({"post": op}));
+                    paths.insert(format!("{base}/{{name}}"), json!({"put": op, "patch": op}));
+                }
+                json(json!({"openapi": "3.0.0",
+                    "info": {"title": "Kubernetes", "version": "v1.33.0-berth-sim"},
+                    "paths": paths, "components": {"schemas": schemas}}))
+            }
             "/api" => json(json!({"kind": "APIVersions", "versions": ["v1"],
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})),
             "/apis" => {

@@ -82,7 +82,9 @@ async fn next_names(
 async fn the_kube_runtime_watcher_survives_cut_watches_500s_and_410s() {
     let s = sim(5).await;
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
-    pods.create(&PostParams::default(), &pod("a")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("a"))
+        .await
+        .unwrap();
     let mut stream = watcher::watcher(pods.clone(), watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -91,7 +93,9 @@ async fn the_kube_runtime_watcher_survives_cut_watches_500s_and_410s() {
 
     // A cut watch: the watcher re-watches from its resourceVersion and loses nothing.
     s.server.faults().cut_watches();
-    pods.create(&PostParams::default(), &pod("b")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("b"))
+        .await
+        .unwrap();
     next_names(&mut stream, &mut known, |k| k.contains("b")).await;
 
     // The next watch and list fail with 500 twice, the watch is cut, and more than the
@@ -125,19 +129,27 @@ async fn injected_statuses_reach_the_client_and_then_stop() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), 429);
-    pods.create(&PostParams::default(), &pod("a")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("a"))
+        .await
+        .unwrap();
     s.server
         .faults()
         .add(Fault::delay(Duration::from_secs(5)).path("/pods/a"));
     let slow = tokio::time::timeout(Duration::from_millis(300), pods.get("a")).await;
-    assert!(slow.is_err(), "the request stalls past the client's deadline");
+    assert!(
+        slow.is_err(),
+        "the request stalls past the client's deadline"
+    );
 }
 
 #[tokio::test]
 async fn bookmarks_arrive_on_a_quiet_watch_when_asked_for() {
     let s = sim(100).await;
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
-    let created = pods.create(&PostParams::default(), &pod("a")).await.unwrap();
+    let created = pods
+        .create(&PostParams::default(), &pod("a"))
+        .await
+        .unwrap();
     let rv = created.metadata.resource_version.unwrap();
     // The server sends a bookmark after 60 s of quiet and when timeoutSeconds ends the
     // watch (kube-rs asks for bookmarks by default); here the watch ends after 1 s.
@@ -161,17 +173,16 @@ async fn bookmarks_arrive_on_a_quiet_watch_when_asked_for() {
 async fn binding_assigns_once() {
     let s = sim(100).await;
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
-    pods.create(&PostParams::default(), &pod("a")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("a"))
+        .await
+        .unwrap();
     let binding = json!({"apiVersion": "v1", "kind": "Binding",
         "metadata": {"name": "a"}, "target": {"kind": "Node", "name": "node-1"}});
     let req = http::Request::post("/api/v1/namespaces/default/pods/a/binding")
         .header("content-type", "application/json")
         .body(serde_json::to_vec(&binding).unwrap())
         .unwrap();
-    s.client
-        .request::<serde_json::Value>(req)
-        .await
-        .unwrap();
+    s.client.request::<serde_json::Value>(req).await.unwrap();
     let p = pods.get("a").await.unwrap();
     assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("node-1"));
     let again = http::Request::post("/api/v1/namespaces/default/pods/a/binding")
@@ -214,26 +225,38 @@ async fn a_v1beta1_nodepool_is_stored_as_v1() {
     );
     // A patch through v1beta1 is refused with the reason; through v1 it works.
     let err = beta
-        .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"weight": 5}})))
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"weight": 5}})),
+        )
         .await
         .unwrap_err();
     assert_eq!(code(&err), 400);
-    v1.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"weight": 5}})))
-        .await
-        .unwrap();
+    v1.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"weight": 5}})),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
 async fn strategic_merge_and_server_side_apply() {
     let s = sim(100).await;
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
-    pods.create(&PostParams::default(), &pod("a")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("a"))
+        .await
+        .unwrap();
     // Containers merge by name: adding a sidecar keeps the first container.
     let patched = pods
         .patch(
             "a",
             &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"containers": [{"name": "sidecar", "image": "envoy"}]}})),
+            &Patch::Strategic(
+                json!({"spec": {"containers": [{"name": "sidecar", "image": "envoy"}]}}),
+            ),
         )
         .await
         .unwrap();
@@ -255,7 +278,11 @@ async fn strategic_merge_and_server_side_apply() {
                  "template": {"metadata": {"labels": {"app": "web"}},
                               "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
     let d = cm
-        .patch("web", &PatchParams::apply("gitops"), &Patch::Apply(&applied))
+        .patch(
+            "web",
+            &PatchParams::apply("gitops"),
+            &Patch::Apply(&applied),
+        )
         .await
         .unwrap();
     let fields = d.metadata.managed_fields.unwrap();
@@ -264,7 +291,11 @@ async fn strategic_merge_and_server_side_apply() {
     let scale = json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web"}, "spec": {"replicas": 5}});
     let err = cm
-        .patch("web", &PatchParams::apply("autoscaler"), &Patch::Apply(&scale))
+        .patch(
+            "web",
+            &PatchParams::apply("autoscaler"),
+            &Patch::Apply(&scale),
+        )
         .await
         .unwrap_err();
     assert_eq!(code(&err), 409);
