@@ -402,7 +402,7 @@ impl ApiServer {
             let obj: Value = serde_json::from_slice(&body)
                 .map_err(|e| Box::new(bad_request(&format!("invalid JSON: {e}"))))?;
             if v1beta1 && matches!(method, Method::POST | Method::PUT) {
-                return to_v1(obj).map_err(Box::new);
+                return to_v1(obj);
             }
             Ok(obj)
         };
@@ -1200,14 +1200,14 @@ fn custom_resource(api: &ApiResource) -> bool {
 
 /// A karpenter v1beta1 object converted to v1 (berth-api's conversion), or a 422 naming the
 /// field that cannot be converted.
-fn to_v1(obj: Value) -> Result<Value, Response> {
+fn to_v1(obj: Value) -> Result<Value, Box<Response>> {
     let invalid = |message: String| {
-        (
+        Box::new((
             StatusCode::UNPROCESSABLE_ENTITY,
             axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
                 "status": "Failure", "reason": "Invalid", "code": 422, "message": message})),
         )
-            .into_response()
+            .into_response())
     };
     let manifest = berth_api::manifest::parse_value(0, obj).map_err(|errors| {
         invalid(
