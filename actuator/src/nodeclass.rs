@@ -364,9 +364,12 @@ impl<R: NodeClassResolver> NodeClasses<R> {
             Ok(_) => Ok(()),
             Err(e) if is_status(&e, 404) => Err(StoreError::NotFound(name.to_owned())),
             // A stale resourceVersion: the next pass sees the newer object.
-            Err(e) if is_status(&e, 409) => Err(StoreError::Unavailable(format!(
-                "EC2NodeClass {name} changed meanwhile; the next pass retries"
-            ))),
+            Err(e) if is_status(&e, 409) => {
+                // Written from a cached copy that was already stale: the watch brings the
+                // newer one and the next pass writes again.
+                tracing::debug!(ec2_node_class = %name, "changed meanwhile; retried on the next pass");
+                Ok(())
+            }
             Err(e) => Err(kube_error(e)),
         }
     }

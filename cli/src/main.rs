@@ -1,6 +1,7 @@
 //! `berth`: the user's command line.
 
 mod plan;
+mod sandbox;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -57,6 +58,36 @@ enum Command {
         #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json", "yaml"])]
         output: String,
     },
+    /// Start a simulated cluster with Berth's actuator (sim cloud) and write its kubeconfig.
+    ///
+    /// The Kubernetes API server (in memory, on loopback), workload controllers, a
+    /// kube-scheduler and kubelets that register a node for each launched NodeClaim; Berth's
+    /// CRDs installed. Runs until Ctrl-C.
+    Sandbox {
+        /// Address of the API server (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Where to write the kubeconfig.
+        #[arg(long, default_value = "berth-sandbox.kubeconfig")]
+        kubeconfig_out: PathBuf,
+        /// From a NodeClaim's launch to its node registering.
+        #[arg(long, default_value = "45s", value_parser = parse_duration)]
+        boot_delay: std::time::Duration,
+        /// From a pod's binding to Running.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        pod_start_delay: std::time::Duration,
+        /// Manifests to create at start (any kinds the sandbox serves; v1beta1 Karpenter objects are converted).
+        #[arg(short = 'f', long = "filename", num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Instance-type catalog of the sim cloud (JSON, see docs/plan.md).
+        #[arg(long, env = "BERTH_CATALOG")]
+        catalog: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    berth_sim::controllers::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration like 45s, 2m or 500ms"))
 }
 
 fn main() -> ExitCode {
@@ -73,6 +104,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Convert { files } => Ok(convert_files(&files, true)?),
         Command::Validate { files } => Ok(convert_files(&files, false)?),
+        Command::Sandbox {
+            listen,
+            kubeconfig_out,
+            boot_delay,
+            pod_start_delay,
+            files,
+            catalog,
+        } => {
+            sandbox::run(sandbox::Options {
+                listen,
+                kubeconfig: kubeconfig_out,
+                boot_delay,
+                pod_start_delay,
+                files,
+                catalog,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crds => {
             print!("{}", berth_api::crds::all_yaml());
             Ok(ExitCode::SUCCESS)

@@ -8,3 +8,4 @@ pub mod faults;
 pub mod patch;
 pub mod server;
 pub mod store;
+pub mod table;

@@ -317,6 +317,46 @@ impl ApiServer {
         }
     }
 
+    /// Creates one object as a `POST` would (v1beta1 Karpenter objects converted, defaults,
+    /// validation); namespaced objects without a namespace go to `default`. The error names
+    /// the object and says why.
+    pub fn create_object(&self, mut obj: Value) -> Result<Value, String> {
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
+        let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
+        let name = meta_name(&obj).unwrap_or_default().to_owned();
+        let what = format!("{kind}/{name}");
+        let (group, version) = api_version
+            .rsplit_once('/')
+            .unwrap_or(("", api_version.as_str()));
+        let api = *RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
+            .ok_or_else(|| format!("{what}: {api_version} {kind} is not served"))?;
+        if api.version == "v1beta1" {
+            obj = to_v1(obj).map_err(|_| format!("{what}: cannot be converted to v1"))?;
+        }
+        let namespace = api.namespaced.then(|| {
+            obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned()
+        });
+        let t = Target {
+            api,
+            namespace,
+            name: None,
+            subresource: None,
+        };
+        self.defaults(&t, &mut obj);
+        if let Err(causes) = Self::causes(&t, &obj) {
+            let causes: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+            return Err(format!("{what} is invalid: {}", causes.join(", ")));
+        }
+        self.store
+            .create(&api.store_key(), obj, (self.clock)())
+            .map_err(|e| format!("{what}: {e}"))
+    }
+
     /// The fault rules (shared with every clone of this server).
     pub fn faults(&self) -> Faults {
         self.faults.clone()
@@ -419,6 +459,15 @@ impl ApiServer {
                 }
                 let (items, rv) = self.store.list(&key, t.namespace.as_deref());
                 let items: Vec<Value> = items.into_iter().filter(|o| selected(&uri, o)).collect();
+                if accept_table(&headers) {
+                    return axum::Json(crate::table::table(
+                        t.api.plural,
+                        &items,
+                        &rv.to_string(),
+                        now,
+                    ))
+                    .into_response();
+                }
                 axum::Json(json!({
                     "kind": format!("{}List", t.api.kind),
                     "apiVersion": t.api.api_version(),
@@ -429,6 +478,14 @@ impl ApiServer {
             }
             (&Method::GET, Some(name), None | Some("status")) => {
                 match self.store.get(&key, &ns, name) {
+                    Ok(o) if accept_table(&headers) => {
+                        let rv = o["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                        axum::Json(crate::table::table(t.api.plural, &[o], &rv, now))
+                            .into_response()
+                    }
                     Ok(o) => axum::Json(o).into_response(),
                     Err(e) => error(&e),
                 }
@@ -784,9 +841,8 @@ impl ApiServer {
         }
     }
 
-    /// Karpenter objects are validated on write as Karpenter's CRDs do (berth-api's rules):
-    /// a malformed or invalid one is a `422 Invalid` naming the field.
-    fn validate(t: &Target, obj: &Value) -> Result<(), Box<Response>> {
+    /// What is wrong with a Karpenter object, as (field, message) pairs (berth-api's rules).
+    fn causes(t: &Target, obj: &Value) -> Result<(), Vec<(String, String)>> {
         use berth_api::validate::Validate;
         fn check<T: serde::de::DeserializeOwned + Validate>(
             obj: &Value,
@@ -801,12 +857,18 @@ impl ApiServer {
                     .collect::<Vec<_>>()
             })
         }
-        let result = match (t.api.group, t.api.plural) {
+        match (t.api.group, t.api.plural) {
             ("karpenter.sh", "nodepools") => check::<berth_api::v1::NodePool>(obj),
             ("karpenter.sh", "nodeclaims") => check::<berth_api::v1::NodeClaim>(obj),
             ("karpenter.k8s.aws", "ec2nodeclasses") => check::<berth_api::v1::EC2NodeClass>(obj),
             _ => Ok(()),
-        };
+        }
+    }
+
+    /// Karpenter objects are validated on write as Karpenter's CRDs do (berth-api's rules):
+    /// a malformed or invalid one is a `422 Invalid` naming the field.
+    fn validate(t: &Target, obj: &Value) -> Result<(), Box<Response>> {
+        let result = Self::causes(t, obj);
         result.map_err(|causes| {
             let name = obj["metadata"]["name"].as_str().unwrap_or_default();
             let message = format!(
@@ -1074,9 +1136,26 @@ impl ApiServer {
                     .filter(|r| r.group == group && r.version == version)
                     .flat_map(|r| {
                         let verbs = ["create", "delete", "get", "list", "patch", "update", "watch"];
+                        let short: &[&str] = match r.plural {
+                            "pods" => &["po"],
+                            "nodes" => &["no"],
+                            "namespaces" => &["ns"],
+                            "events" => &["ev"],
+                            "persistentvolumeclaims" => &["pvc"],
+                            "persistentvolumes" => &["pv"],
+                            "deployments" => &["deploy"],
+                            "replicasets" => &["rs"],
+                            "statefulsets" => &["sts"],
+                            "daemonsets" => &["ds"],
+                            "poddisruptionbudgets" => &["pdb"],
+                            "storageclasses" => &["sc"],
+                            "customresourcedefinitions" => &["crd", "crds"],
+                            _ => &[],
+                        };
                         [
                             json!({"name": r.plural, "singularName": r.kind.to_lowercase(),
-                                "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs}),
+                                "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs,
+                                "shortNames": short}),
                             json!({"name": format!("{}/status", r.plural), "singularName": "",
                                 "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}),
                         ]
@@ -1126,6 +1205,13 @@ fn selector_matches_json(selector: &Value, labels: &serde_json::Map<String, Valu
     labels_ok && exprs_ok
 }
 
+/// A kubeconfig for `kubectl` and kube-rs clients of the server at `url`.
+pub fn kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: berth-sim\n  cluster:\n    server: {url}\nusers:\n- name: berth-sim\n  user: {{}}\ncontexts:\n- name: berth-sim\n  context:\n    cluster: berth-sim\n    user: berth-sim\ncurrent-context: berth-sim\n"
+    )
+}
+
 /// A running [`ApiServer`] on loopback; stops when dropped.
 #[derive(Debug)]
 pub struct LocalServer {
@@ -1142,10 +1228,7 @@ impl LocalServer {
 
     /// A kubeconfig for `kubectl` and kube-rs clients.
     pub fn kubeconfig(&self) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: berth-sim\n  cluster:\n    server: {}\nusers:\n- name: berth-sim\n  user: {{}}\ncontexts:\n- name: berth-sim\n  context:\n    cluster: berth-sim\n    user: berth-sim\ncurrent-context: berth-sim\n",
-            self.url()
-        )
+        kubeconfig(&self.url())
     }
 
     /// Stops and waits for the server to finish.
@@ -1193,6 +1276,13 @@ fn injected(code: u16) -> Response {
     response
 }
 
+fn accept_table(headers: &HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::table::wanted)
+}
+
 /// Karpenter's resources are CRDs (merge and JSON patch only); the rest are built in.
 fn custom_resource(api: &ApiResource) -> bool {
     matches!(api.group, "karpenter.sh" | "karpenter.k8s.aws")
@@ -1202,12 +1292,14 @@ fn custom_resource(api: &ApiResource) -> bool {
 /// field that cannot be converted.
 fn to_v1(obj: Value) -> Result<Value, Box<Response>> {
     let invalid = |message: String| {
-        Box::new((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+        Box::new(
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
                 "status": "Failure", "reason": "Invalid", "code": 422, "message": message})),
+            )
+                .into_response(),
         )
-            .into_response())
     };
     let manifest = berth_api::manifest::parse_value(0, obj).map_err(|errors| {
         invalid(
