@@ -34,7 +34,7 @@ use crate::service::CloudService;
 use crate::store::{Memory, NodeClaimStore};
 
 /// How long a graceful shutdown waits for connected clients.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs until SIGTERM or Ctrl-C.
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -108,10 +108,16 @@ impl Running {
         self.task.await.context("the actuator task panicked")?
     }
 
-    /// Stops and waits.
+    /// Stops and waits, at most [`SHUTDOWN_GRACE`] for connected clients to hang up.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        self.wait().await
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.wait()).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "clients still connected; stopping anyway");
+                Ok(())
+            }
+        }
     }
 }
 

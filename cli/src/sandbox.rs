@@ -149,8 +149,9 @@ async fn serve(options: Options) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     eprintln!("stopping");
-    let _ = stop.send(true);
+    // The actuator first, while the API server still answers its last writes.
     actuator.shutdown().await?;
+    let _ = stop.send(true);
     controllers.await?;
     api_task.await??;
     Ok(())

@@ -371,6 +371,12 @@ impl ApiServer {
     ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
+        // Open watches would hold a graceful shutdown for up to their timeout: end them.
+        let faults = self.faults.clone();
+        let shutdown = async move {
+            shutdown.await;
+            faults.cut_watches();
+        };
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let server = self.clone();
