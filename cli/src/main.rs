@@ -76,7 +76,7 @@ enum Command {
         /// From a pod's binding to Running.
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
         pod_start_delay: std::time::Duration,
-        /// Manifests to create at start (any kinds the sandbox serves; v1beta1 Karpenter objects are converted).
+        /// Manifests (files or directories) to create at start: any kinds the sandbox serves; v1beta1 Karpenter objects are converted.
         #[arg(short = 'f', long = "filename", num_args = 1..)]
         files: Vec<PathBuf>,
         /// Instance-type catalog of the sim cloud (JSON, see docs/plan.md).

@@ -23,10 +23,32 @@ pub struct Options {
     pub catalog: Option<PathBuf>,
 }
 
+/// The files given, a directory standing for its `.yaml`, `.yml` and `.json` files (sorted).
+fn expand(files: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for f in files {
+        if f.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(f)
+                .with_context(|| f.display().to_string())?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+                })
+                .collect();
+            inside.sort();
+            out.extend(inside);
+        } else {
+            out.push(f.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// The objects of manifest files, in order, as JSON.
 fn read_manifests(files: &[PathBuf]) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut out = Vec::new();
-    for file in files {
+    for file in &expand(files)? {
         let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
         for (i, doc) in serde_norway::Deserializer::from_str(&text).enumerate() {
             let value = serde_json::Value::deserialize(doc)
@@ -131,7 +153,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     println!();
     println!("Try:");
     println!("  export KUBECONFIG={kubeconfig}");
-    println!("  kubectl apply -f examples/gitlab/   # NodePools, EC2NodeClass, build pods");
+    println!("  kubectl apply -f examples/gitlab/build-pods.yaml   # GitLab CI build pods");
     println!("  kubectl get nodepools,ec2nodeclasses");
     println!(
         "  kubectl create deployment web --image nginx --replicas 3 --dry-run=client -o yaml | kubectl apply -f -"
