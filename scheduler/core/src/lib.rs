@@ -20,6 +20,7 @@
 pub mod allocatable;
 pub mod checker;
 pub mod cloud;
+pub mod cluster;
 pub mod labels;
 pub mod model;
 pub mod pod;
