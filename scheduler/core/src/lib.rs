@@ -18,6 +18,7 @@
 //! so its tests build in seconds.
 
 pub mod allocatable;
+pub mod batcher;
 pub mod checker;
 pub mod cloud;
 pub mod cluster;
