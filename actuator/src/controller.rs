@@ -16,7 +16,7 @@ use berth_cloud::{CloudError, CloudProvider};
 use berth_scheduler_core::labels;
 use berth_scheduler_core::model::Resources;
 use berth_scheduler_core::quantity::parse_milli;
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
@@ -491,12 +491,11 @@ impl<P: CloudProvider> Lifecycle<P> {
                 }
             })
         };
+        // The lifecycle waits for NodeClaims and Nodes only: EC2NodeClasses that cannot be
+        // listed (no CRD, no RBAC) must not hold up draining and terminating.
         let ready = async {
             let _ = claims.wait_until_ready().await;
             let _ = nodes.wait_until_ready().await;
-            if classes.is_some() {
-                let _ = node_classes.wait_until_ready().await;
-            }
         };
         tokio::select! {
             () = ready => {}
@@ -543,7 +542,11 @@ impl<P: CloudProvider> Lifecycle<P> {
                 || claims_now
                     .iter()
                     .any(|c| c.metadata.deletion_timestamp.is_some());
-            if let Some(classes) = &classes {
+            let classes_listed = node_classes
+                .wait_until_ready()
+                .now_or_never()
+                .is_some_and(|r| r.is_ok());
+            if let Some(classes) = classes.as_ref().filter(|_| classes_listed) {
                 for class in node_classes.state() {
                     match classes.reconcile(&class, &claims_now).await {
                         Ok(outcome) => {

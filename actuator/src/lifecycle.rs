@@ -213,8 +213,10 @@ pub fn drain_step(node_taints: Option<&[Taint]>, pods: &[PodView], grace_over: b
     if grace_over {
         let left: Vec<(String, String)> =
             drainable.iter().filter(|p| !p.deleting).map(key).collect();
+        // Pods already terminating past the grace period do not hold the instance (Karpenter
+        // terminates it); the rest are deleted first.
         return if left.is_empty() {
-            DrainStep::WaitForPods
+            DrainStep::Terminate
         } else {
             DrainStep::Delete(left)
         };
@@ -464,6 +466,22 @@ mod tests {
         assert_eq!(
             drain_step(Some(&tainted), &pods, true),
             DrainStep::Delete(keys(&["build-1", "ds"]))
+        );
+        // Deleted but stuck terminating: the instance goes anyway.
+        let stuck: Vec<PodView> = pods
+            .into_iter()
+            .map(|mut p| {
+                p.deleting = true;
+                p
+            })
+            .collect();
+        assert_eq!(
+            drain_step(Some(&tainted), &stuck, true),
+            DrainStep::Terminate
+        );
+        assert_eq!(
+            drain_step(Some(&tainted), &stuck, false),
+            DrainStep::WaitForPods
         );
     }
 }

@@ -339,9 +339,17 @@ impl<R: NodeClassResolver> NodeClasses<R> {
         if let Some((c, m)) = &resolution.failed {
             tracing::warn!(ec2_node_class = %name, condition = %c, reason = %m, "EC2NodeClass not ready");
         }
+        // A merge patch leaves out what is not sent: fields the resolution no longer has are
+        // sent as null, so they are cleared instead of kept.
+        let mut body = serde_json::to_value(&status).expect("status serializes");
+        for field in ["subnets", "securityGroups", "amis", "instanceProfile"] {
+            if body.get(field).is_none() {
+                body[field] = serde_json::Value::Null;
+            }
+        }
         self.patch(
             &name,
-            Patch::Merge(serde_json::json!({ "status": status })),
+            Patch::Merge(serde_json::json!({ "status": body })),
             true,
         )
         .await?;

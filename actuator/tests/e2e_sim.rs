@@ -237,12 +237,22 @@ async fn a_class_gets_its_status_terminate_drains_the_node_and_the_class_waits_f
     nodes.create(&PostParams::default(), &node).await.unwrap();
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(kube.clone(), "default");
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
-        "metadata": {"name": "build-1", "namespace": "default"},
+        "metadata": {"name": "build-1", "namespace": "default", "labels": {"app": "build"}},
         "spec": {"nodeName": "sim-node-2", "containers": [{"name": "c", "image": "busybox"}]},
         "status": {"phase": "Running"}
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    // A PodDisruptionBudget holds the drain until it is removed.
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(kube.clone(), "default");
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "build", "namespace": "default"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "build"}}}
+    }))
+    .unwrap();
+    pdbs.create(&PostParams::default(), &pdb).await.unwrap();
 
     // Deleting the class now leaves it in place: a claim still uses it.
     classes
@@ -261,10 +271,24 @@ async fn a_class_gets_its_status_terminate_drains_the_node_and_the_class_waits_f
         .into_inner()
         .state;
     assert_eq!(state, pb::TerminationState::Terminating as i32);
+    eventually("the node is tainted for the drain", || async {
+        nodes.get("sim-node-2").await.is_ok_and(|n| {
+            n.spec
+                .and_then(|s| s.taints)
+                .is_some_and(|t| t.iter().any(|t| t.key == "karpenter.sh/disrupted"))
+        })
+    })
+    .await;
+    // The drain is held by the budget for a while: the pod, the claim and the class stay.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(pods.get_opt("build-1").await.unwrap().is_some(), "the PDB holds it");
+    assert!(claims.get_opt("gitlab-term").await.unwrap().is_some());
+    let waiting = classes.get("default").await.unwrap();
     assert!(
-        classes.get("default").await.is_ok(),
+        waiting.metadata.deletion_timestamp.is_some(),
         "the class waits for its claim"
     );
+    pdbs.delete("build", &Default::default()).await.unwrap();
     eventually("the claim is gone", || async {
         claims.get_opt("gitlab-term").await.unwrap().is_none()
     })

@@ -163,9 +163,8 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     println!(
         "Note: the watcher and scheduler services are not part of the sandbox yet, so pending"
     );
-    println!(
-        "pods stay Unschedulable (NodeClaims you create are launched and their nodes register)."
-    );
+    println!("pods stay Unschedulable; NodeClaims launched through the actuator's gRPC Launch");
+    println!("boot, register and take pods (a NodeClaim created with kubectl is not launched).");
     println!("Ctrl-C stops everything.");
     println!("sandbox ready");
 

@@ -674,8 +674,28 @@ impl Controllers {
         Ok(())
     }
 
-    /// Deletes objects all of whose owners are gone (background propagation).
+    /// Deletes objects all of whose owners are gone (background propagation). Only owners of
+    /// kinds the sim knows count: a dependent of anything else is left alone.
     fn collect_garbage(&self, pass: &mut Pass) -> Result<(), StoreError> {
+        const KNOWN: [&str; 7] = [
+            "Deployment",
+            "ReplicaSet",
+            "StatefulSet",
+            "DaemonSet",
+            "Job",
+            "NodeClaim",
+            "Node",
+        ];
+        // Dependents first: one created after the owners were listed is not judged on a
+        // list that misses its owner.
+        let dependents: Vec<(Resource, Vec<Value>)> =
+            [pods(), res("apps", "replicasets", true), nodes()]
+                .into_iter()
+                .map(|r| {
+                    let items = self.store.list(&r, None).0;
+                    (r, items)
+                })
+                .collect();
         let owners = [
             res("apps", "deployments", true),
             res("apps", "replicasets", true),
@@ -690,13 +710,14 @@ impl Controllers {
             .flat_map(|r| self.store.list(r, None).0)
             .filter_map(|v| v["metadata"]["uid"].as_str().map(str::to_owned))
             .collect();
-        for r in [pods(), res("apps", "replicasets", true), nodes()] {
-            for v in self.store.list(&r, None).0 {
+        for (r, items) in dependents {
+            for v in items {
                 let Ok(meta) = serde_json::from_value::<ObjectMeta>(v["metadata"].clone()) else {
                     continue;
                 };
                 let refs = meta.owner_references.clone().unwrap_or_default();
                 if !refs.is_empty()
+                    && refs.iter().all(|o| KNOWN.contains(&o.kind.as_str()))
                     && refs.iter().all(|o| !uids.contains(&o.uid))
                     && meta.deletion_timestamp.is_none()
                 {

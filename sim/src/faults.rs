@@ -113,7 +113,7 @@ impl Faults {
         })?;
         let effect = rules[i].effect.clone();
         if let Some(n) = rules[i].times.as_mut() {
-            *n -= 1;
+            *n = n.saturating_sub(1);
             if *n == 0 {
                 rules.remove(i);
             }

@@ -84,19 +84,19 @@ pub const RESOURCES: &[ApiResource] = &[
     r("events.k8s.io", "v1", "events", "Event", true),
     r("karpenter.sh", "v1", "nodepools", "NodePool", false),
     r("karpenter.sh", "v1", "nodeclaims", "NodeClaim", false),
+    r(
+        "karpenter.k8s.aws",
+        "v1",
+        "ec2nodeclasses",
+        "EC2NodeClass",
+        false,
+    ),
     // Written objects are converted to v1 and stored as such (reads return v1).
     r("karpenter.sh", "v1beta1", "nodepools", "NodePool", false),
     r("karpenter.sh", "v1beta1", "nodeclaims", "NodeClaim", false),
     r(
         "karpenter.k8s.aws",
         "v1beta1",
-        "ec2nodeclasses",
-        "EC2NodeClass",
-        false,
-    ),
-    r(
-        "karpenter.k8s.aws",
-        "v1",
         "ec2nodeclasses",
         "EC2NodeClass",
         false,
@@ -559,6 +559,15 @@ impl ApiServer {
                 } else {
                     json_patch::merge(&mut patched, &patch);
                 }
+                if !patched.is_object() || !patched["metadata"].is_object() {
+                    return (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Failure", "reason": "Invalid", "code": 422,
+                            "message": "the patched object must be an object with metadata"})),
+                    )
+                        .into_response();
+                }
                 // Without a resourceVersion in the patch, the patch applies to the current one.
                 if patch_rv(&patched, &current) {
                     patched["metadata"]["resourceVersion"] =
@@ -672,6 +681,9 @@ impl ApiServer {
                 Err(e) => return bad_request(&format!("invalid apply configuration: {e}")),
             },
         };
+        if !applied.is_object() || applied.get("metadata").is_some_and(|m| !m.is_object()) {
+            return bad_request("the apply configuration must be an object");
+        }
         if meta_name(&applied).is_some_and(|n| n != name) {
             return bad_request("the name in the body does not match the path");
         }
@@ -737,7 +749,7 @@ impl ApiServer {
             Ok(p) => p,
             Err(e) => return error(&e),
         };
-        if let Some(current) = pod["spec"]["nodeName"].as_str() {
+        if let Some(current) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
             return error(&StoreError::Conflict {
                 resource: "pods/binding".to_owned(),
                 name: format!("{name} is already assigned to node {current}"),

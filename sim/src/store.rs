@@ -331,7 +331,6 @@ impl Store {
                 name: key.1,
             });
         }
-        inner.rv += 1;
         let generation = current["metadata"]["generation"].as_i64().unwrap_or(1)
             + i64::from(obj.get("spec") != current.get("spec"));
         let m = obj
@@ -344,6 +343,21 @@ impl Store {
                 None => m.remove(kept),
             };
         }
+        // A write that changes nothing is no write: same resourceVersion, no event (as the
+        // real API server does).
+        m.insert(
+            "resourceVersion".into(),
+            current["metadata"]["resourceVersion"].clone(),
+        );
+        m.insert("generation".into(), generation.into());
+        if obj == current {
+            return Ok(current);
+        }
+        inner.rv += 1;
+        let m = obj
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+            .expect("name_of checked metadata");
         m.insert("resourceVersion".into(), inner.rv.to_string().into());
         m.insert("generation".into(), generation.into());
         let finalizers_left = m

@@ -250,16 +250,14 @@ async fn instance_profile<A: Ec2Api>(
     }
 }
 
-/// Deletes the instance profile Berth made for a class's `role` (its roles removed first);
-/// nothing for a class that names its own `instanceProfile`. Idempotent.
+/// Deletes the instance profile Berth made for the class (its roles removed first), whatever
+/// the spec says now: a class that moved from `role` to its own `instanceProfile` still had
+/// one. A profile the user named is never touched. Idempotent.
 pub async fn release_instance_profile<A: Ec2Api>(
     api: &A,
-    spec: &EC2NodeClassSpec,
+    _spec: &EC2NodeClassSpec,
     cx: &ResolveContext,
 ) -> Result<(), crate::api::ApiError> {
-    if spec.instance_profile.is_some() || spec.role.is_none() {
-        return Ok(());
-    }
     let name = cx.instance_profile_name();
     if let Some(roles) = api.get_instance_profile(name.clone()).await? {
         for role in roles {

@@ -171,9 +171,13 @@ impl<A: Ec2Api> Ec2Cloud<A> {
     }
 
     /// Sets (or replaces) an EC2NodeClass; the actuator's controller calls this as it watches.
+    /// A changed spec resolves again at once; an unchanged one keeps its cached resolution
+    /// (`node_class_ttl`), so calling this on every pass costs no AWS call.
     pub fn set_node_class(&self, name: &str, spec: EC2NodeClassSpec) {
-        lock(&self.node_classes).insert(name.to_owned(), spec);
-        lock(&self.state).resolved.remove(name);
+        let previous = lock(&self.node_classes).insert(name.to_owned(), spec.clone());
+        if previous.as_ref() != Some(&spec) {
+            lock(&self.state).resolved.remove(name);
+        }
     }
 
     pub fn remove_node_class(&self, name: &str) {
