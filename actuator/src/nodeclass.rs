@@ -47,6 +47,9 @@ pub trait NodeClassResolver: Send + Sync + 'static {
         spec: &EC2NodeClassSpec,
     ) -> impl Future<Output = Resolution> + Send;
 
+    /// The class is being deleted: launch nothing more into it.
+    fn retire(&self, name: &str);
+
     /// Forgets the class and releases what was made for it. Called once no NodeClaim uses it;
     /// idempotent (the class may have been released before a restart).
     fn release(
@@ -109,6 +112,10 @@ impl<A: berth_ec2::Ec2Api> NodeClassResolver for berth_ec2::Ec2Cloud<A> {
         }
     }
 
+    fn retire(&self, name: &str) {
+        self.remove_node_class(name);
+    }
+
     async fn release(&self, name: &str, spec: &EC2NodeClassSpec) -> Result<(), CloudError> {
         self.release_node_class(name, spec).await
     }
@@ -150,6 +157,8 @@ impl NodeClassResolver for SimCloud {
             failed: None,
         }
     }
+
+    fn retire(&self, _name: &str) {}
 
     async fn release(&self, _name: &str, _spec: &EC2NodeClassSpec) -> Result<(), CloudError> {
         Ok(())
@@ -244,6 +253,7 @@ pub enum Outcome {
 pub struct NodeClasses<R> {
     resolver: R,
     api: Api<EC2NodeClass>,
+    claims: Api<NodeClaim>,
     clock: std::sync::Arc<dyn Fn() -> std::time::SystemTime + Send + Sync>,
 }
 
@@ -261,7 +271,8 @@ impl<R: NodeClassResolver> NodeClasses<R> {
     ) -> Self {
         Self {
             resolver,
-            api: Api::all(client),
+            api: Api::all(client.clone()),
+            claims: Api::all(client),
             clock,
         }
     }
@@ -279,7 +290,18 @@ impl<R: NodeClassResolver> NodeClasses<R> {
             if !ours {
                 return Ok(Outcome::Unchanged);
             }
-            return match deletion(&name, claims) {
+            self.resolver.retire(&name);
+            if let Deletion::Wait(users) = deletion(&name, claims) {
+                return Ok(Outcome::WaitingForClaims(users));
+            }
+            // The cache may lag a claim created a moment ago: ask the API server.
+            let fresh = self
+                .claims
+                .list(&Default::default())
+                .await
+                .map_err(kube_error)?
+                .items;
+            return match deletion(&name, &fresh) {
                 Deletion::Wait(users) => Ok(Outcome::WaitingForClaims(users)),
                 Deletion::Release => {
                     self.resolver

@@ -281,7 +281,10 @@ async fn a_class_gets_its_status_terminate_drains_the_node_and_the_class_waits_f
     .await;
     // The drain is held by the budget for a while: the pod, the claim and the class stay.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(pods.get_opt("build-1").await.unwrap().is_some(), "the PDB holds it");
+    assert!(
+        pods.get_opt("build-1").await.unwrap().is_some(),
+        "the PDB holds it"
+    );
     assert!(claims.get_opt("gitlab-term").await.unwrap().is_some());
     let waiting = classes.get("default").await.unwrap();
     assert!(

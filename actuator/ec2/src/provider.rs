@@ -731,7 +731,8 @@ impl<A: Ec2Api> Ec2Cloud<A> {
         let (zones, capacity_types) = (zones.as_ref(), capacity_types.as_ref());
         let allows = |set: Option<&ValueSet>, v: &str| set.is_none_or(|s| s.allows(Some(v)));
         let mut tried: Vec<UnavailableOffering> = Vec::new();
-        for attempt in 0..3 {
+        let mut template_retried = false;
+        for attempt in 0..4 {
             let now = self.now();
             let hidden = |t: &str, z: &str, ct: CapacityType| {
                 lock(&self.state)
@@ -823,16 +824,34 @@ impl<A: Ec2Api> Ec2Cloud<A> {
                 },
                 tags: self.instance_tags(claim, &spec),
             };
-            let result = self.api.create_fleet(request).await.map_err(|e| {
-                if e.code == "Transport" || e.code.starts_with("RequestLimitExceeded") {
-                    unavailable(e)
-                } else {
-                    CloudError::Launch {
+            let templates: Vec<String> = request
+                .launch_templates
+                .iter()
+                .map(|t| t.name.clone())
+                .collect();
+            let result = match self.api.create_fleet(request).await {
+                // A cached template deleted behind our back (by a person, or another
+                // replica's garbage collection): forget it; the next attempt recreates it.
+                Err(e) if launch_template_missing(&e.code) && !template_retried => {
+                    tracing::warn!(node_claim = %claim.name, code = %e.code, "launch template gone; recreating it");
+                    let mut state = lock(&self.state);
+                    for t in &templates {
+                        state.templates.remove(t);
+                    }
+                    template_retried = true;
+                    continue;
+                }
+                Err(e) if e.code == "Transport" || e.code.starts_with("RequestLimitExceeded") => {
+                    return Err(unavailable(e));
+                }
+                Err(e) => {
+                    return Err(CloudError::Launch {
                         code: e.code,
                         message: e.message,
-                    }
+                    });
                 }
-            })?;
+                Ok(r) => r,
+            };
             let mut ice: Vec<UnavailableOffering> = Vec::new();
             let mut other = None;
             for e in &result.errors {
@@ -880,6 +899,12 @@ impl<A: Ec2Api> Ec2Cloud<A> {
         }
         Err(CloudError::InsufficientCapacity { offerings: tried })
     }
+}
+
+/// EC2's codes for a launch template that does not exist.
+fn launch_template_missing(code: &str) -> bool {
+    code.starts_with("InvalidLaunchTemplateName.NotFound")
+        || code.starts_with("InvalidLaunchTemplateId.NotFound")
 }
 
 fn metadata(spec: &EC2NodeClassSpec) -> MetadataOptions {

@@ -567,3 +567,32 @@ async fn a_named_instance_profile_must_exist() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_launch_template_deleted_behind_its_back_is_recreated() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let c = cloud(SdkApi::from_conf(&f.conf), &clock);
+    c.create(&claim("gitlab-lt1", &["m5.large"], "on-demand"))
+        .await
+        .unwrap();
+    let api = SdkApi::from_conf(&f.conf);
+    let templates = api
+        .describe_launch_templates(vec![Filter::new("tag:berth.dev/cluster", &["gitlab-ci"])])
+        .await
+        .unwrap();
+    assert_eq!(templates.len(), 1);
+    api.delete_launch_template(templates[0].name.clone())
+        .await
+        .unwrap();
+    // The cached name is stale now; the launch recreates the template and succeeds.
+    c.create(&claim("gitlab-lt2", &["m5.large"], "on-demand"))
+        .await
+        .unwrap();
+    let again = api
+        .describe_launch_templates(vec![Filter::new("tag:berth.dev/cluster", &["gitlab-ci"])])
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(instances_tagged(&f, "gitlab-lt2").await.len(), 1);
+}
