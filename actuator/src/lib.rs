@@ -76,7 +76,8 @@ fn init_tracing(args: &Args) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -15,18 +15,24 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-#[tokio::test]
-async fn launch_over_grpc_writes_the_claim_and_the_controller_registers_its_node() {
+/// The simulated API server and the actuator on it (sim cloud, instant boot and termination,
+/// an hour-long resync), with the kubeconfig in a directory of its own.
+struct Actuator {
+    server: berth_sim::server::LocalServer,
+    running: berth_actuator::Running,
+    dir: std::path::PathBuf,
+}
+
+async fn start(test: &str) -> Actuator {
     let server = berth_sim::server::ApiServer::new(
         berth_sim::store::Store::new(10_000),
         Arc::new(SystemTime::now),
     );
     let server = server.start_local().await.unwrap();
-    let dir = std::env::temp_dir().join(format!("berth-e2e-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("berth-e2e-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
-
     let args = Args::parse_from([
         "berth-actuator",
         "--grpc-addr",
@@ -37,18 +43,32 @@ async fn launch_over_grpc_writes_the_claim_and_the_controller_registers_its_node
         "sim",
         "--sim-boot-delay",
         "0s",
+        "--sim-termination-delay",
+        "0s",
         "--node-claims",
         "kubernetes",
         "--kubeconfig",
         kubeconfig.to_str().unwrap(),
         "--lifecycle-interval",
         "1h",
-        "--sim-termination-delay",
-        "0s",
     ]);
     let running = berth_actuator::start(args, berth_actuator::metrics::install().unwrap())
         .await
         .unwrap();
+    Actuator {
+        server,
+        running,
+        dir,
+    }
+}
+
+#[tokio::test]
+async fn launch_over_grpc_writes_the_claim_and_the_controller_registers_its_node() {
+    let Actuator {
+        server,
+        running,
+        dir,
+    } = start("launch").await;
     let mut client = CloudProviderClient::connect(format!("http://{}", running.grpc_addr))
         .await
         .unwrap();
@@ -134,35 +154,11 @@ where
 
 #[tokio::test]
 async fn a_class_gets_its_status_terminate_drains_the_node_and_the_class_waits_for_its_claims() {
-    let server = berth_sim::server::ApiServer::new(
-        berth_sim::store::Store::new(10_000),
-        Arc::new(SystemTime::now),
-    );
-    let server = server.start_local().await.unwrap();
-    let dir = std::env::temp_dir().join(format!("berth-e2e-term-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
-    let args = Args::parse_from([
-        "berth-actuator",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--provider",
-        "sim",
-        "--sim-boot-delay",
-        "0s",
-        "--sim-termination-delay",
-        "0s",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--lifecycle-interval",
-        "1h",
-    ]);
-    let running = berth_actuator::start(args, berth_actuator::metrics::install().unwrap())
-        .await
-        .unwrap();
+    let Actuator {
+        server,
+        running,
+        dir,
+    } = start("terminate").await;
     let kube = kube::Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
 
     // The EC2NodeClass gets the finalizer, then its resolved status and Ready.

@@ -168,7 +168,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     println!("Ctrl-C stops everything.");
     println!("sandbox ready");
 
-    shutdown_signal().await;
+    berth_actuator::shutdown_signal().await;
     eprintln!("stopping");
     // The actuator first, while the API server still answers its last writes.
     actuator.shutdown().await?;
@@ -176,20 +176,4 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     controllers.await?;
     api_task.await??;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("a SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

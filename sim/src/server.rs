@@ -1319,24 +1319,17 @@ fn to_v1(obj: Value) -> Result<Value, Box<Response>> {
                 .into_response(),
         )
     };
-    let manifest = berth_api::manifest::parse_value(0, obj).map_err(|errors| {
-        invalid(
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
-    let converted = berth_api::convert::to_v1(vec![manifest]).map_err(|errors| {
-        invalid(
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    fn joined<E: ToString>(errors: &[E]) -> String {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+    let manifest =
+        berth_api::manifest::parse_value(0, obj).map_err(|errors| invalid(joined(&errors)))?;
+    let converted =
+        berth_api::convert::to_v1(vec![manifest]).map_err(|errors| invalid(joined(&errors)))?;
     let object = converted
         .objects
         .into_iter()
