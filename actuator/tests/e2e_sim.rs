@@ -62,18 +62,13 @@ async fn start(test: &str) -> Actuator {
     }
 }
 
-#[tokio::test]
-async fn launch_over_grpc_writes_the_claim_and_the_controller_registers_its_node() {
-    let Actuator {
-        server,
-        running,
-        dir,
-    } = start("launch").await;
-    let mut client = CloudProviderClient::connect(format!("http://{}", running.grpc_addr))
-        .await
-        .unwrap();
+/// Launches an m5.large for a `gitlab` NodeClaim over gRPC.
+async fn launch(
+    client: &mut CloudProviderClient<tonic::transport::Channel>,
+    name: &str,
+) -> pb::Instance {
     let mut claim = NodeClaim::new(
-        "gitlab-e2e",
+        name,
         "gitlab",
         NodeClassRef {
             group: "karpenter.k8s.aws".into(),
@@ -86,7 +81,7 @@ async fn launch_over_grpc_writes_the_claim_and_the_controller_registers_its_node
         Operator::In,
         &["m5.large"],
     )];
-    let instance = client
+    client
         .launch(pb::LaunchRequest {
             node_claim: Some((&claim).into()),
         })
@@ -94,7 +89,20 @@ async fn launch_over_grpc_writes_the_claim_and_the_controller_registers_its_node
         .unwrap()
         .into_inner()
         .instance
+        .unwrap()
+}
+
+#[tokio::test]
+async fn launch_over_grpc_writes_the_claim_and_the_controller_registers_its_node() {
+    let Actuator {
+        server,
+        running,
+        dir,
+    } = start("launch").await;
+    let mut client = CloudProviderClient::connect(format!("http://{}", running.grpc_addr))
+        .await
         .unwrap();
+    let instance = launch(&mut client, "gitlab-e2e").await;
 
     let kube = kube::Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
     let claims: Api<berth_api::v1::NodeClaim> = Api::all(kube.clone());
@@ -201,29 +209,7 @@ async fn a_class_gets_its_status_terminate_drains_the_node_and_the_class_waits_f
     let mut grpc = CloudProviderClient::connect(format!("http://{}", running.grpc_addr))
         .await
         .unwrap();
-    let mut claim = NodeClaim::new(
-        "gitlab-term",
-        "gitlab",
-        NodeClassRef {
-            group: "karpenter.k8s.aws".into(),
-            kind: "EC2NodeClass".into(),
-            name: "default".into(),
-        },
-    );
-    claim.requirements = vec![Requirement::new(
-        labels::INSTANCE_TYPE,
-        Operator::In,
-        &["m5.large"],
-    )];
-    let instance = grpc
-        .launch(pb::LaunchRequest {
-            node_claim: Some((&claim).into()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .instance
-        .unwrap();
+    let instance = launch(&mut grpc, "gitlab-term").await;
     let nodes: Api<Node> = Api::all(kube.clone());
     let node: Node = serde_json::from_value(json!({
         "metadata": {"name": "sim-node-2"},
