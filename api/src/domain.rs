@@ -735,6 +735,98 @@ pub fn node_class_settings(
     Ok((k, root))
 }
 
+/// A NodeClaim object as the scheduler needs it: spec, the status the actuator wrote (the
+/// conditions that are `True`), and whether it is being deleted.
+pub fn node_claim(c: &v1::NodeClaim) -> Result<m::NodeClaim> {
+    let name = c.metadata.name.clone().ok_or_else(|| FieldError {
+        path: "metadata.name".into(),
+        message: "required".into(),
+    })?;
+    let mut claim_labels = c.metadata.labels.clone().unwrap_or_default();
+    let node_pool = claim_labels.remove(labels::NODE_POOL).unwrap_or_default();
+    let s = &c.spec;
+    let status = c.status.clone().unwrap_or_default();
+    let conditions = status
+        .conditions
+        .iter()
+        .filter(|c| c.status == "True")
+        .filter_map(|c| {
+            Some(match c.type_.as_str() {
+                v1::condition::LAUNCHED => m::NodeClaimCondition::Launched,
+                v1::condition::REGISTERED => m::NodeClaimCondition::Registered,
+                v1::condition::INITIALIZED => m::NodeClaimCondition::Initialized,
+                v1::condition::READY => m::NodeClaimCondition::Ready,
+                v1::condition::DRIFTED => m::NodeClaimCondition::Drifted,
+                v1::condition::CONSOLIDATABLE => m::NodeClaimCondition::Consolidatable,
+                v1::condition::DRAINED => m::NodeClaimCondition::Drained,
+                v1::condition::INSTANCE_TERMINATING => m::NodeClaimCondition::InstanceTerminating,
+                _ => return None,
+            })
+        })
+        .collect();
+    Ok(m::NodeClaim {
+        name,
+        node_pool,
+        labels: claim_labels,
+        annotations: c.metadata.annotations.clone().unwrap_or_default(),
+        requirements: s.requirements.iter().map(api_requirement).collect(),
+        taints: s.taints.iter().map(api_taint).collect(),
+        startup_taints: s.startup_taints.iter().map(api_taint).collect(),
+        requests: resources(Some(&s.resources.requests), "spec.resources.requests")?,
+        node_class_ref: m::NodeClassRef {
+            group: s.node_class_ref.group.clone(),
+            kind: s.node_class_ref.kind.clone(),
+            name: s.node_class_ref.name.clone(),
+        },
+        expire_after: s.expire_after.parse().map_err(|e| FieldError {
+            path: "spec.expireAfter".into(),
+            message: e,
+        })?,
+        termination_grace_period: s
+            .termination_grace_period
+            .as_ref()
+            .map(|d| d.parse())
+            .transpose()
+            .map_err(|e| FieldError {
+                path: "spec.terminationGracePeriod".into(),
+                message: e,
+            })?,
+        provider_id: status.provider_id.unwrap_or_default(),
+        node_name: status.node_name.unwrap_or_default(),
+        image_id: status.image_id.unwrap_or_default(),
+        capacity: resources(Some(&status.capacity), "status.capacity")?,
+        allocatable: resources(Some(&status.allocatable), "status.allocatable")?,
+        conditions,
+        deleting: c.metadata.deletion_timestamp.is_some(),
+        created_at: time(c.metadata.creation_timestamp.as_ref()),
+    })
+}
+
+/// A PodDisruptionBudget: its selector and how many disruptions its status allows now.
+pub fn pod_disruption_budget(
+    pdb: &k8s_openapi::api::policy::v1::PodDisruptionBudget,
+) -> Result<m::PodDisruptionBudget> {
+    let namespace = pdb.metadata.namespace.clone().unwrap_or_default();
+    let name = pdb.metadata.name.clone().unwrap_or_default();
+    let selector = match pdb.spec.as_ref().and_then(|s| s.selector.as_ref()) {
+        Some(s) => selector(s, "spec.selector")?,
+        None => m::LabelSelector::default(),
+    };
+    Ok(m::PodDisruptionBudget {
+        key: m::ObjectKey::new(&namespace, &name),
+        selector,
+        disruptions_allowed: pdb.status.as_ref().map_or(0, |s| s.disruptions_allowed),
+    })
+}
+
+/// A namespace's name and labels (namespace selectors of pod affinity).
+pub fn namespace(ns: &core::Namespace) -> m::Namespace {
+    m::Namespace {
+        name: ns.metadata.name.clone().unwrap_or_default(),
+        labels: ns.metadata.labels.clone().unwrap_or_default(),
+    }
+}
+
 /// A NodeClaim object for `c`, as the actuator creates it: the claim's labels and the
 /// NodePool label, the termination finalizer, and its spec (status is written apart).
 pub fn node_claim_object(c: &m::NodeClaim) -> v1::NodeClaim {

@@ -13,7 +13,7 @@ use crate::model::{
     DaemonSet, InstanceType, Namespace, Node, NodeClaim, NodeClaimCondition, NodePool, ObjectKey,
     Pod, PodDisruptionBudget, PodPhase,
 };
-use crate::solver::{ExistingNode, InFlightClaim, NodePoolInput, SchedulingInput};
+use crate::solver::{ExistingNode, InFlightClaim, NewNodeClaim, NodePoolInput, SchedulingInput};
 use crate::sync::{Batch, BatchKind, Change, Object, ObjectKind};
 
 /// Why a batch was refused; the model is unchanged when it is.
@@ -188,6 +188,29 @@ impl ClusterModel {
         });
     }
 
+    /// Records that the solver placed `pod` on a claim already in flight.
+    pub fn nominate(&mut self, pod: ObjectKey, claim: &str) {
+        self.nominations.insert(pod, claim.to_owned());
+    }
+
+    /// The claim `pod` is nominated to, if any.
+    pub fn nomination(&self, pod: &ObjectKey) -> Option<&str> {
+        self.nominations.get(pod).map(String::as_str)
+    }
+
+    pub fn pod(&self, key: &ObjectKey) -> Option<&Pod> {
+        self.pods.get(key)
+    }
+
+    pub fn node_pool(&self, name: &str) -> Option<&NodePool> {
+        self.node_pools.get(name)
+    }
+
+    /// Claims launched by this scheduler and not yet reported by the watcher.
+    pub fn launches_unreported(&self) -> usize {
+        self.launched.len()
+    }
+
     /// Forgets a launch that did not happen: its pods are pending again.
     pub fn forget_claim(&mut self, claim: &str) {
         self.launched.remove(claim);
@@ -283,6 +306,26 @@ impl ClusterModel {
             namespaces: self.namespaces.values().cloned().collect(),
         }
     }
+}
+
+/// The NodeClaim to launch for a solver's new claim of `pool`, named `name`.
+pub fn node_claim_for(
+    new: &NewNodeClaim,
+    pool: &NodePool,
+    name: &str,
+    now: SystemTime,
+) -> NodeClaim {
+    let mut claim = NodeClaim::new(name, &pool.name, pool.node_class_ref.clone());
+    claim.labels = new.labels.clone();
+    claim.annotations = pool.annotations.clone();
+    claim.requirements = new.requirements.clone();
+    claim.taints = new.taints.clone();
+    claim.startup_taints = new.startup_taints.clone();
+    claim.requests = new.requests.clone();
+    claim.expire_after = pool.expire_after;
+    claim.termination_grace_period = pool.termination_grace_period;
+    claim.created_at = now;
+    claim
 }
 
 #[cfg(test)]

@@ -1,0 +1,211 @@
+//! # berth-scheduler
+//!
+//! Keeps the watcher's model of the cluster, gathers pending pods into batches, packs them
+//! onto the cheapest new NodeClaims the NodePools allow (`berth-scheduler-core`'s solver), and
+//! launches them through the actuator.
+//!
+//! ```text
+//!  berth-watcher ──Sync──> SchedulerService ──> Engine (engine.rs) ──Launch, InstanceTypes──> berth-actuator
+//!                <──feedback: acks, nominations, unschedulable──┘        (GrpcCloud)
+//!  /metrics /healthz /readyz on --admin-addr; grpc.health.v1 and reflection on --grpc-addr
+//! ```
+//!
+//! A restart loses nothing: the next watcher snapshot rebuilds the model, NodeClaims in flight
+//! included, and pending pods are placed on those claims before anything new is launched.
+
+pub mod engine;
+pub mod metrics;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use berth_service::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use engine::{Cloud, Engine, Options};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    berth_api::duration::parse_hms(s)
+}
+
+/// berth-scheduler: serves `berth.v1.Scheduler` to the watcher and launches NodeClaims
+/// through the actuator's `berth.v1.CloudProvider`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "berth-scheduler", version)]
+pub struct Args {
+    /// Address of the gRPC service (Scheduler, health, reflection).
+    #[arg(long, env = "BERTH_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Address of `/metrics`, `/healthz` and `/readyz` (ready once a snapshot arrived).
+    #[arg(long, env = "BERTH_ADMIN_ADDR", default_value = "127.0.0.1:9091")]
+    pub admin_addr: SocketAddr,
+    /// The actuator's gRPC URL (`https://` for TLS, see `--tls-ca`).
+    #[arg(
+        long,
+        env = "BERTH_ACTUATOR_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub actuator_url: String,
+    /// A batch of pending pods closes after this long without a new one...
+    #[arg(long, env = "BERTH_BATCH_IDLE", default_value = "1s", value_parser = duration)]
+    pub batch_idle: Duration,
+    /// ...or this long after its first pod.
+    #[arg(long, env = "BERTH_BATCH_MAX", default_value = "10s", value_parser = duration)]
+    pub batch_max: Duration,
+    /// Instance types fetched from the actuator are kept this long.
+    #[arg(long, env = "BERTH_INSTANCE_TYPES_TTL", default_value = "5m", value_parser = duration)]
+    pub instance_types_ttl: Duration,
+    /// Deadline of each call to the actuator.
+    #[arg(long, env = "BERTH_ACTUATOR_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub actuator_timeout: Duration,
+    /// Attempts per launch when the actuator is unavailable (launches are idempotent).
+    #[arg(long, env = "BERTH_LAUNCH_ATTEMPTS", default_value_t = 3)]
+    pub launch_attempts: u32,
+    /// Deadline for every unary RPC served (Explain).
+    #[arg(long, env = "BERTH_RPC_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub rpc_timeout: Duration,
+    /// Requests in flight per connection before new ones wait.
+    #[arg(long, env = "BERTH_MAX_CONCURRENT_RPCS", default_value_t = 64)]
+    pub max_concurrent_rpcs: usize,
+    #[command(flatten)]
+    pub tls: berth_service::TlsArgs,
+    #[command(flatten)]
+    pub client_tls: berth_service::ClientTlsArgs,
+    #[command(flatten)]
+    pub log: berth_service::LogArgs,
+}
+
+/// Runs until SIGTERM or Ctrl-C.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    berth_service::init_tracing(&args.log.log, args.log.log_format)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let handle = berth_service::install_recorder(&[metrics::BUCKETS])?;
+        metrics::describe();
+        let running = start(args, handle).await?;
+        tracing::info!(grpc = %running.grpc_addr, admin = %running.admin_addr, "berth-scheduler serving");
+        berth_service::shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.shutdown().await
+    })
+}
+
+/// A started scheduler.
+#[derive(Debug)]
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops gracefully, waiting at most [`berth_service::SHUTDOWN_GRACE`] for clients.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(berth_service::SHUTDOWN_GRACE, self.task).await {
+            Ok(r) => r.context("the scheduler task panicked")?,
+            Err(_) => {
+                tracing::warn!("clients still connected; stopping anyway");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Binds both addresses and serves, calling the actuator at `--actuator-url`.
+pub async fn start(args: Args, metrics: PrometheusHandle) -> anyhow::Result<Running> {
+    let endpoint = args.client_tls.endpoint(
+        &args.actuator_url,
+        "--actuator-url",
+        Some(args.actuator_timeout),
+    )?;
+    let cloud = service::GrpcCloud::new(endpoint);
+    start_with(args, cloud, metrics).await
+}
+
+/// [`start`] with a given cloud (tests use a fake).
+pub async fn start_with<C: Cloud>(
+    args: Args,
+    cloud: C,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
+    let grpc_addr = listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let (ready_tx, ready) = watch::channel(false);
+    let (admin_addr, admin) =
+        berth_service::serve_admin(args.admin_addr, metrics, ready, stopped.clone()).await?;
+    let engine = Engine::new(
+        cloud,
+        Options {
+            batch_idle: args.batch_idle,
+            batch_max: args.batch_max,
+            instance_types_ttl: args.instance_types_ttl,
+            launch_attempts: args.launch_attempts.max(1),
+        },
+    );
+    let mut builder = tonic::transport::Server::builder()
+        .timeout(args.rpc_timeout)
+        .concurrency_limit_per_connection(args.max_concurrent_rpcs);
+    if let Some(tls) = args.tls.server_config()? {
+        builder = builder.tls_config(tls).context("--tls-cert/--tls-key")?;
+    }
+    let (router, health) = berth_proto::add_standard_services(&mut builder);
+    health
+        .set_serving::<berth_proto::v1::scheduler_server::SchedulerServer<service::SchedulerService<C>>>()
+        .await;
+    let router = router.add_service(berth_proto::v1::scheduler_server::SchedulerServer::new(
+        service::SchedulerService::new(engine.clone()),
+    ));
+    let grpc = router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        berth_service::stopped(stopped.clone()),
+    );
+    let readiness = {
+        let engine = engine.clone();
+        let stopped = stopped.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => { let _ = ready_tx.send(engine.synced()); }
+                    () = berth_service::stopped(stopped.clone()) => return,
+                }
+            }
+        }
+    };
+    let solving = engine.run(stopped.clone());
+    let stop_all = stop.clone();
+    let task = tokio::spawn(async move {
+        let grpc = async {
+            let r = grpc.await;
+            let _ = stop_all.send(true);
+            r
+        };
+        let (g, a, (), ()) = tokio::join!(grpc, admin, solving, readiness);
+        g.context("gRPC server")?;
+        a?;
+        Ok(())
+    });
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        stop,
+        task,
+    })
+}
+
+/// Helper for embedding: the scheduler's engine with the default options over any cloud.
+pub fn engine<C: Cloud>(cloud: C) -> Arc<Engine<C>> {
+    Engine::new(cloud, Options::default())
+}

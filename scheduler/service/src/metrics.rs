@@ -1,0 +1,60 @@
+//! The scheduler's metric names, owned here once.
+
+/// Histogram: seconds per solve (instance types fetched, model read, solver run).
+pub const SCHEDULING_DURATION_SECONDS: &str = "berth_scheduler_scheduling_duration_seconds";
+/// Histogram: pending pods per solved batch.
+pub const BATCH_SIZE: &str = "berth_scheduler_batch_size";
+/// Gauge: pods waiting for capacity after the last solve, by `reason` (`nominated`,
+/// `unschedulable`, `waiting` for the next batch).
+pub const PENDING_PODS: &str = "berth_scheduler_pending_pods";
+/// Counter: NodeClaims launched, by `nodepool`.
+pub const NODE_CLAIMS_LAUNCHED_TOTAL: &str = "berth_scheduler_nodeclaims_launched_total";
+/// Counter: launches that failed for good, by `nodepool` and `code` (the cloud error's kind).
+pub const LAUNCH_ERRORS_TOTAL: &str = "berth_scheduler_launch_errors_total";
+/// Histogram: seconds from a pod's creation to its nomination.
+pub const POD_NOMINATION_SECONDS: &str = "berth_scheduler_pod_nomination_seconds";
+/// Counter: instance-type fetches from the actuator, by `result` (`ok`, `error`).
+pub const INSTANCE_TYPE_FETCHES_TOTAL: &str = "berth_scheduler_instance_type_fetches_total";
+/// Counter: `Sync` streams opened by watchers.
+pub const SYNC_STREAMS_TOTAL: &str = "berth_scheduler_sync_streams_total";
+/// Counter: batches applied from watchers, by `kind` (`snapshot`, `delta`).
+pub const BATCHES_APPLIED_TOTAL: &str = "berth_scheduler_batches_applied_total";
+
+const SECONDS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const POD_WAIT: &[f64] = &[
+    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+const PODS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0];
+
+/// The scheduler's histograms and their buckets.
+pub const BUCKETS: berth_service::Buckets = &[
+    (SCHEDULING_DURATION_SECONDS, SECONDS),
+    (BATCH_SIZE, PODS),
+    (POD_NOMINATION_SECONDS, POD_WAIT),
+];
+
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(
+        SCHEDULING_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of a solve"
+    );
+    describe_histogram!(BATCH_SIZE, "Pending pods per solved batch");
+    describe_gauge!(PENDING_PODS, "Pods waiting for capacity, by reason");
+    describe_counter!(NODE_CLAIMS_LAUNCHED_TOTAL, "NodeClaims launched");
+    describe_counter!(LAUNCH_ERRORS_TOTAL, "Launches that failed, by code");
+    describe_histogram!(
+        POD_NOMINATION_SECONDS,
+        Unit::Seconds,
+        "From a pod's creation to its nomination"
+    );
+    describe_counter!(
+        INSTANCE_TYPE_FETCHES_TOTAL,
+        "Instance-type fetches from the actuator"
+    );
+    describe_counter!(SYNC_STREAMS_TOTAL, "Sync streams opened by watchers");
+    describe_counter!(BATCHES_APPLIED_TOTAL, "Batches applied from watchers");
+}
