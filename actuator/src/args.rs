@@ -27,7 +27,7 @@ pub enum LogFormat {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    berth_api::duration::parse_hms(s)
+    berth_api::duration::parse_flag(s)
 }
 
 /// berth-actuator: the only caller of the cloud and the only writer of NodeClaims. Serves the

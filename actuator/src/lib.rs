@@ -33,8 +33,7 @@ use crate::args::{Args, LogFormat, NodeClaims, Provider};
 use crate::service::CloudService;
 use crate::store::{Memory, NodeClaimStore};
 
-/// How long a graceful shutdown waits for connected clients.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub use berth_service::{SHUTDOWN_GRACE, shutdown_signal};
 
 /// Runs until SIGTERM or Ctrl-C.
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -66,31 +65,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn init_tracing(args: &Args) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .with_context(|| format!("--log {:?}", args.log))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match args.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    }
-    .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("a SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    let format = match args.log_format {
+        LogFormat::Json => berth_service::LogFormat::Json,
+        LogFormat::Text => berth_service::LogFormat::Text,
+    };
+    berth_service::init_tracing(&args.log, format)
 }
 
 /// A started actuator: its bound addresses, and how to stop it.
@@ -135,24 +114,11 @@ pub async fn start(args: Args, metrics: PrometheusHandle) -> anyhow::Result<Runn
 }
 
 async fn kube_client(args: &Args) -> anyhow::Result<kube::Client> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("--kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .with_context(|| format!("--kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no Kubernetes configuration (give --kubeconfig, or --node-claims memory)")?,
-    };
-    let mut config = config;
-    // NB: kube-rs retries 429s by default, up to 15 times with backoff to minutes. A 429 from
-    // the Eviction API means "a PodDisruptionBudget says not now": the drain retries it on
-    // its next pass, so the client must hand it back at once.
-    config.default_retry = false;
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    // NB: kube-rs's retries are off (berth_service::kube_client): a 429 from the Eviction API
+    // means "a PodDisruptionBudget says not now", and the drain retries it on its next pass.
+    berth_service::kube_client(args.kubeconfig.as_deref())
+        .await
+        .context("give --kubeconfig, or --node-claims memory")
 }
 
 async fn start_with<S: NodeClaimStore>(

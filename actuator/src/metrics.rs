@@ -1,7 +1,7 @@
 //! The actuator's metric names, owned here once (the cloud layer's own, per-call ones are in
 //! `berth_cloud::metrics`), and the Prometheus recorder.
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use berth_service::PrometheusHandle;
 
 /// Counter: instances launched, by `nodepool`, `instance_type`, `zone`, `capacity_type`.
 pub const LAUNCHES_TOTAL: &str = "berth_actuator_launches_total";
@@ -29,32 +29,30 @@ pub const RPC_DURATION_SECONDS: &str = "berth_actuator_rpc_duration_seconds";
 const RPC_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+const DRAIN_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
 
-/// Installs the process-wide recorder with explicit histogram buckets (once; later calls
-/// return the same handle).
+/// The actuator's histograms and their buckets.
+pub const BUCKETS: berth_service::Buckets = &[
+    (
+        berth_cloud::metrics::CLOUD_CALL_DURATION_SECONDS,
+        berth_cloud::metrics::CLOUD_CALL_BUCKETS,
+    ),
+    (RPC_DURATION_SECONDS, RPC_BUCKETS),
+    (DRAIN_DURATION_SECONDS, DRAIN_BUCKETS),
+];
+
+/// Installs the process-wide recorder (see [`berth_service::install_recorder`]) and describes
+/// the actuator's metrics.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
-    }
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(berth_cloud::metrics::CLOUD_CALL_DURATION_SECONDS.to_owned()),
-            berth_cloud::metrics::CLOUD_CALL_BUCKETS,
-        )?
-        .set_buckets_for_metric(Matcher::Full(RPC_DURATION_SECONDS.to_owned()), RPC_BUCKETS)?
-        .set_buckets_for_metric(
-            Matcher::Full(DRAIN_DURATION_SECONDS.to_owned()),
-            &[
-                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-            ],
-        )?
-        .install_recorder()?;
+    let handle = berth_service::install_recorder(&[BUCKETS])?;
     describe();
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    Ok(handle)
 }
 
-fn describe() {
+/// Describes the actuator's metrics (help texts).
+pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(LAUNCHES_TOTAL, "Instances launched");
     describe_counter!(LAUNCH_FAILURES_TOTAL, "Launches that failed, by reason");

@@ -9,7 +9,39 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(s|m|h))+$";
 /// Disruption budget `duration`: hours and/or minutes (Go's `String()` may append `0s`).
 pub const BUDGET_DURATION_PATTERN: &str = r"^((([0-9]+(h|m))|([0-9]+h[0-9]+m))(0s)?)$";
 
-/// Parses `([0-9]+(h|m|s))+`, e.g. `720h`, `1h30m`, `90s`, `0s`.
+/// Parses a command-line duration: numbers (decimals allowed) with units `ms`, `s`, `m`, `h`,
+/// in sequence: `250ms`, `1.5s`, `90s`, `1h30m`.
+pub fn parse_flag(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 250ms, 45s, 2m or 1h30m");
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let secs = match unit {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            _ => return Err(bad()),
+        };
+        total += Duration::try_from_secs_f64(secs).map_err(|_| bad())?;
+    }
+    Ok(total)
+}
+
+/// Parses `([0-9]+(h|m|s))+`, e.g. `720h`, `1h30m`, `90s`, `0s` (Karpenter's duration fields).
 pub fn parse_hms(s: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration; use e.g. 720h, 1h30m or 30s".into());

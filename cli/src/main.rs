@@ -2,6 +2,7 @@
 
 mod plan;
 mod sandbox;
+mod stack;
 
 use std::io::Read;
 use std::path::PathBuf;

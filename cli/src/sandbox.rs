@@ -2,15 +2,13 @@
 //! actuator (sim cloud) running against it over real HTTP and gRPC on loopback, until Ctrl-C.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use berth_sim::controllers::{ClusterOptions, Controllers};
-use berth_sim::server::ApiServer;
-use berth_sim::store::Store;
-use clap::Parser as _;
+
+use crate::stack::{Stack, StackOptions};
 
 /// How the sandbox is set up.
 #[derive(Debug, Clone)]
@@ -46,7 +44,7 @@ fn expand(files: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// The objects of manifest files, in order, as JSON.
-fn read_manifests(files: &[PathBuf]) -> anyhow::Result<Vec<serde_json::Value>> {
+pub fn read_manifests(files: &[PathBuf]) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut out = Vec::new();
     for file in &expand(files)? {
         let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
@@ -63,10 +61,6 @@ fn read_manifests(files: &[PathBuf]) -> anyhow::Result<Vec<serde_json::Value>> {
 }
 
 use serde::Deserialize as _;
-
-fn write_kubeconfig(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("--kubeconfig-out {}", path.display()))
-}
 
 /// Runs the sandbox until Ctrl-C (or SIGTERM).
 pub fn run(options: Options) -> anyhow::Result<()> {
@@ -86,94 +80,55 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         .try_init();
     // Read everything first: a bad file stops the sandbox before anything starts.
     let manifests = read_manifests(&options.files)?;
-    let clock: Arc<dyn Fn() -> SystemTime + Send + Sync> = Arc::new(SystemTime::now);
-    let store = Store::new(100_000);
-    let server = ApiServer::new(store.clone(), clock.clone());
-    for (_, crd) in berth_api::crds::all() {
-        let value = serde_json::to_value(crd).context("a CRD")?;
-        server
-            .create_object(value)
-            .map_err(|e| anyhow::anyhow!(e))?;
-    }
-    for m in manifests {
-        server.create_object(m).map_err(|e| anyhow::anyhow!(e))?;
-    }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let (addr, api_task) = server
-        .serve(options.listen, until(stopped.clone()))
-        .await
-        .with_context(|| format!("--listen {}", options.listen))?;
-    let url = format!("http://{addr}");
-    write_kubeconfig(&options.kubeconfig, &berth_sim::server::kubeconfig(&url))?;
-    let controllers = Controllers::new(
-        store,
-        clock,
-        ClusterOptions {
-            boot_delay: options.boot_delay,
-            pod_start_delay: options.pod_start_delay,
-            ..ClusterOptions::default()
-        },
-    );
-    let controllers = tokio::spawn(controllers.run(stopped.clone()));
-
+    let stack = Stack::start(StackOptions {
+        listen: options.listen,
+        kubeconfig: options.kubeconfig.clone(),
+        clock: Arc::new(SystemTime::now),
+        boot_delay: options.boot_delay,
+        pod_start_delay: options.pod_start_delay,
+        sim_cloud_boot_delay: options.boot_delay,
+        batch_idle: Duration::from_secs(1),
+        batch_max: Duration::from_secs(10),
+        catalog: options.catalog.clone(),
+        manifests,
+    })
+    .await?;
     let kubeconfig = options.kubeconfig.display().to_string();
-    let boot = format!("{}s", options.boot_delay.as_secs_f64());
-    let mut actuator_args = vec![
-        "berth-actuator",
-        "--provider",
-        "sim",
-        "--kubeconfig",
-        &kubeconfig,
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--sim-boot-delay",
-        &boot,
-    ];
-    let catalog = options.catalog.as_ref().map(|c| c.display().to_string());
-    if let Some(c) = &catalog {
-        actuator_args.extend(["--catalog", c]);
-    }
-    let args = berth_actuator::args::Args::try_parse_from(actuator_args)?;
-    let metrics = berth_actuator::metrics::install()?;
-    let actuator = berth_actuator::start(args, metrics).await?;
-
-    println!("Berth sandbox: a simulated Kubernetes cluster with Berth's actuator (sim cloud).");
+    println!("Berth sandbox: a simulated Kubernetes cluster with Berth's watcher, scheduler and");
+    println!("actuator (sim cloud).");
     println!();
-    println!("  API server   {url}");
+    println!("  API server   {}", stack.url);
     println!("  kubeconfig   {kubeconfig}");
     println!(
         "  actuator     gRPC {}, metrics http://{}/metrics",
-        actuator.grpc_addr, actuator.admin_addr
+        stack.actuator.grpc_addr, stack.actuator.admin_addr
+    );
+    println!(
+        "  scheduler    gRPC {}, metrics http://{}/metrics",
+        stack.scheduler.grpc_addr, stack.scheduler.admin_addr
+    );
+    println!(
+        "  watcher      metrics http://{}/metrics",
+        stack.watcher.admin_addr
     );
     println!();
     println!("Try:");
     println!("  export KUBECONFIG={kubeconfig}");
-    println!("  kubectl apply -f examples/gitlab/build-pods.yaml   # GitLab CI build pods");
+    println!(
+        "  kubectl apply -f examples/gitlab/   # the seed's EC2NodeClass, NodePools and build pods"
+    );
     println!("  kubectl get nodepools,ec2nodeclasses");
     println!(
         "  kubectl create deployment web --image nginx --replicas 3 --dry-run=client -o yaml | kubectl apply -f -"
     );
-    println!("  kubectl get pods,nodes -w");
+    println!("  kubectl get pods,nodeclaims,nodes -w");
+    println!("  kubectl get events --field-selector reason=Nominated");
     println!();
-    println!(
-        "Note: the watcher and scheduler services are not part of the sandbox yet, so pending"
-    );
-    println!("pods stay Unschedulable; NodeClaims launched through the actuator's gRPC Launch");
-    println!("boot, register and take pods (a NodeClaim created with kubectl is not launched).");
+    println!("Nodes are not removed when they empty yet (disruption is not built).");
     println!("Ctrl-C stops everything.");
     println!("sandbox ready");
 
-    berth_actuator::shutdown_signal().await;
+    berth_service::shutdown_signal().await;
     eprintln!("stopping");
-    // The actuator first, while the API server still answers its last writes.
-    actuator.shutdown().await?;
-    let _ = stop.send(true);
-    controllers.await?;
-    api_task.await??;
-    Ok(())
+    stack.shutdown().await
 }

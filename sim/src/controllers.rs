@@ -179,34 +179,9 @@ fn template_hash(t: &PodTemplateSpec) -> String {
     suffix(h) + &suffix(h >> 32)[..3]
 }
 
-/// Parses `90s`, `5m`, `1h30m`, `250ms`.
+/// Parses `90s`, `5m`, `1h30m`, `250ms` (see [`berth_api::duration::parse_flag`]).
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let n: f64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let secs = match unit {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            _ => return None,
-        };
-        total += Duration::from_secs_f64(secs);
-    }
-    Some(total)
+    berth_api::duration::parse_flag(s).ok()
 }
 
 impl Controllers {

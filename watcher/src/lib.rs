@@ -39,7 +39,7 @@ use crate::cluster::{Dirty, Stores};
 use crate::tracker::Tracker;
 
 fn duration(s: &str) -> Result<Duration, String> {
-    berth_api::duration::parse_hms(s)
+    berth_api::duration::parse_flag(s)
 }
 
 /// berth-watcher: streams cluster state (pending pods first of all) to berth-scheduler over

@@ -30,7 +30,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub use engine::{Cloud, Engine, Options};
 
 fn duration(s: &str) -> Result<Duration, String> {
-    berth_api::duration::parse_hms(s)
+    berth_api::duration::parse_flag(s)
 }
 
 /// berth-scheduler: serves `berth.v1.Scheduler` to the watcher and launches NodeClaims
