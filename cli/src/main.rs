@@ -1,5 +1,6 @@
 //! `berth`: the user's command line.
 
+mod demo;
 mod plan;
 mod sandbox;
 mod stack;
@@ -59,7 +60,34 @@ enum Command {
         #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json", "yaml"])]
         output: String,
     },
-    /// Start a simulated cluster with Berth's actuator (sim cloud) and write its kubeconfig.
+    /// Play the seed article's story: GitLab CI build pods on a tainted NodePool, in bursts.
+    ///
+    /// Runs the simulated cluster with Berth's watcher, scheduler and actuator (sim cloud),
+    /// the seed's EC2NodeClass and NodePools (v1beta1, converted), then CI pipelines arriving
+    /// in bursts; shows progress and ends with a report: pods run, waits, nodes by type, cost,
+    /// and the cost of a static node group sized for the peak. Needs no set-up.
+    Demo {
+        /// Simulated seconds per wall second.
+        #[arg(long, default_value_t = 180.0, conflicts_with = "real_time")]
+        speed: f64,
+        /// Play at wall speed (same as --speed 1).
+        #[arg(long)]
+        real_time: bool,
+        /// How long the story lasts, in simulated time.
+        #[arg(long, default_value = "2h", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Seed of the pipelines' arrival times and sizes.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Where to write the simulated cluster's kubeconfig (to look around while it runs).
+        #[arg(long, default_value = "berth-demo.kubeconfig")]
+        kubeconfig_out: PathBuf,
+        /// Instance-type catalog of the sim cloud (JSON, see docs/plan.md).
+        #[arg(long, env = "BERTH_CATALOG")]
+        catalog: Option<PathBuf>,
+    },
+    /// Start a simulated cluster with Berth's watcher, scheduler and actuator (sim cloud) and
+    /// write its kubeconfig.
     ///
     /// The Kubernetes API server (in memory, on loopback), workload controllers, a
     /// kube-scheduler and kubelets that register a node for each launched NodeClaim; Berth's
@@ -119,6 +147,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 boot_delay,
                 pod_start_delay,
                 files,
+                catalog,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            speed,
+            real_time,
+            duration,
+            seed,
+            kubeconfig_out,
+            catalog,
+        } => {
+            demo::run(demo::Options {
+                speed: if real_time { 1.0 } else { speed },
+                duration,
+                seed,
+                kubeconfig: kubeconfig_out,
                 catalog,
             })?;
             Ok(ExitCode::SUCCESS)

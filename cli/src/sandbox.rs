@@ -89,6 +89,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         sim_cloud_boot_delay: options.boot_delay,
         batch_idle: Duration::from_secs(1),
         batch_max: Duration::from_secs(10),
+        coalesce: Duration::from_millis(50),
         catalog: options.catalog.clone(),
         manifests,
     })

@@ -30,6 +30,8 @@ pub struct StackOptions {
     pub sim_cloud_boot_delay: Duration,
     pub batch_idle: Duration,
     pub batch_max: Duration,
+    /// How long the watcher gathers changes before sending them.
+    pub coalesce: Duration,
     pub catalog: Option<PathBuf>,
     /// Objects created before anything starts (CRDs are always installed).
     pub manifests: Vec<serde_json::Value>,
@@ -48,8 +50,6 @@ impl std::fmt::Debug for StackOptions {
 #[derive(Debug)]
 pub struct Stack {
     pub url: String,
-    pub server: ApiServer,
-    pub store: Store,
     pub actuator: berth_actuator::Running,
     pub scheduler: berth_scheduler::Running,
     pub watcher: berth_watcher::Running,
@@ -58,7 +58,7 @@ pub struct Stack {
     api: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-fn secs(d: Duration) -> String {
+fn millis(d: Duration) -> String {
     format!("{}ms", d.as_millis().max(1))
 }
 
@@ -105,7 +105,7 @@ impl Stack {
         let controllers = tokio::spawn(controllers.run(stopped.clone()));
 
         let kubeconfig = o.kubeconfig.display().to_string();
-        let boot = secs(o.sim_cloud_boot_delay);
+        let boot = millis(o.sim_cloud_boot_delay);
         let mut args = vec![
             "berth-actuator",
             "--provider",
@@ -132,7 +132,7 @@ impl Stack {
         .await
         .context("starting the actuator")?;
         let actuator_url = format!("http://{}", actuator.grpc_addr);
-        let (idle, max) = (secs(o.batch_idle), secs(o.batch_max));
+        let (idle, max) = (millis(o.batch_idle), millis(o.batch_max));
         let scheduler = berth_scheduler::start(
             berth_scheduler::Args::try_parse_from([
                 "berth-scheduler",
@@ -152,6 +152,7 @@ impl Stack {
         .await
         .context("starting the scheduler")?;
         let scheduler_url = format!("http://{}", scheduler.grpc_addr);
+        let coalesce = millis(o.coalesce);
         let watcher = berth_watcher::start(
             berth_watcher::Args::try_parse_from([
                 "berth-watcher",
@@ -163,6 +164,8 @@ impl Stack {
                 &kubeconfig,
                 "--status-interval",
                 "1s",
+                "--coalesce",
+                &coalesce,
             ])?,
             metrics,
         )
@@ -170,8 +173,6 @@ impl Stack {
         .context("starting the watcher")?;
         Ok(Self {
             url,
-            server,
-            store,
             actuator,
             scheduler,
             watcher,

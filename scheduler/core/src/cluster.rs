@@ -176,15 +176,16 @@ impl ClusterModel {
     }
 
     /// Nominations end when the pod is gone or bound, or when its claim, once reported, is
-    /// gone or being deleted (a failed launch, a claim that never registered): the pod is
-    /// pending again.
+    /// no longer in flight: gone or being deleted (a failed launch, a claim that never
+    /// registered), or initialized (its node is there; if the kube-scheduler could not bind
+    /// the pod to it, the pod is pending again like any other).
     fn forget_stale_nominations(&mut self) {
         let pods = &self.pods;
         let claims = &self.node_claims;
         let launched = &self.launched;
         self.nominations.retain(|key, claim| {
             pods.get(key).is_some_and(|p| p.node_name.is_none())
-                && (launched.contains_key(claim) || claims.get(claim).is_some_and(|c| !c.deleting))
+                && (launched.contains_key(claim) || claims.get(claim).is_some_and(Self::in_flight))
         });
     }
 
@@ -464,11 +465,24 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(m.pending().count(), 1);
+        // A pod nominated to a claim whose node came up without room for it (others took
+        // the space) is pending again once the claim is initialized.
+        m.record_launch(claim("gitlab-3"), &[ObjectKey::new("ci", "a")]);
+        assert_eq!(m.pending().count(), 0);
+        let mut up = claim("gitlab-3");
+        up.conditions.insert(NodeClaimCondition::Initialized);
+        m.apply(batch(
+            3,
+            BatchKind::Delta,
+            vec![Change::Upsert(Object::NodeClaim(up))],
+        ))
+        .unwrap();
+        assert_eq!(m.pending().count(), 1);
         // An initialized claim is a node, not capacity in flight.
         let mut done = claim("gitlab-2");
         done.conditions.insert(NodeClaimCondition::Initialized);
         m.apply(batch(
-            3,
+            4,
             BatchKind::Delta,
             vec![Change::Upsert(Object::NodeClaim(done))],
         ))

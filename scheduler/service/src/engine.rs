@@ -26,9 +26,7 @@ use berth_scheduler_core::cloud::CloudError;
 use berth_scheduler_core::cluster::{ClusterModel, SyncError, node_claim_for};
 use berth_scheduler_core::model::{Instance, InstanceType, NodeClaim, NodePool, ObjectKey};
 use berth_scheduler_core::solver::{self, Plan};
-use berth_scheduler_core::sync::{
-    Batch, BatchKind, Change, Feedback, Nomination, NominationTarget, Object,
-};
+use berth_scheduler_core::sync::{Batch, BatchKind, Feedback, Nomination, NominationTarget};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::metrics;
@@ -178,16 +176,10 @@ impl<C: Cloud> Engine<C> {
             return Err(ApplyError::Superseded);
         }
         let kind = batch.kind;
-        // Does this batch call for a solve? New or changed pending pods, NodePools, claims
-        // going away (their pods are pending again), nodes (capacity).
-        let relevant = matches!(kind, BatchKind::SnapshotEnd)
-            || batch.changes.iter().any(|c| match c {
-                Change::Upsert(Object::Pod(p)) => p.unschedulable && p.node_name.is_none(),
-                Change::Upsert(Object::NodePool(_)) => true,
-                Change::Delete { .. } => true,
-                Change::Upsert(Object::NodeClaim(c)) => c.deleting,
-                _ => false,
-            });
+        // Does this batch call for a solve? Any change may: a new pending pod, a NodePool, a
+        // claim that failed or came up (its nominated pods may be pending again), capacity
+        // freed on a node. The batch window keeps this to one solve per burst.
+        let relevant = matches!(kind, BatchKind::SnapshotEnd) || !batch.changes.is_empty();
         s.model.apply(batch).map_err(ApplyError::Sync)?;
         ::metrics::counter!(metrics::BATCHES_APPLIED_TOTAL, "kind" => match kind {
             BatchKind::Delta => "delta",
