@@ -121,7 +121,7 @@ async fn kube_client(args: &Args) -> anyhow::Result<kube::Client> {
         .context("give --kubeconfig, or --node-claims memory")
 }
 
-async fn start_with<S: NodeClaimStore>(
+async fn start_with<S: NodeClaimStore + Clone>(
     args: Args,
     store: S,
     cluster: Option<kube::Client>,
@@ -258,7 +258,7 @@ async fn serve<P, R, S>(
 where
     P: CloudProvider + Clone,
     R: nodeclass::NodeClassResolver + Clone,
-    S: NodeClaimStore,
+    S: NodeClaimStore + Clone,
 {
     let grpc_listener = TcpListener::bind(args.grpc_addr)
         .await

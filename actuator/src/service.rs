@@ -14,7 +14,7 @@ use crate::metrics as m;
 use crate::store::{NodeClaimStore, StoreError};
 
 /// Serves `provider` and writes NodeClaims to `store`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CloudService<P, S> {
     provider: P,
     store: S,
@@ -190,7 +190,7 @@ impl<P: CloudProvider, S: NodeClaimStore> CloudService<P, S> {
 }
 
 #[tonic::async_trait]
-impl<P: CloudProvider, S: NodeClaimStore> CloudProviderRpc for CloudService<P, S> {
+impl<P: CloudProvider + Clone, S: NodeClaimStore + Clone> CloudProviderRpc for CloudService<P, S> {
     #[tracing::instrument(skip_all)]
     async fn instance_types(
         &self,
@@ -208,7 +208,14 @@ impl<P: CloudProvider, S: NodeClaimStore> CloudProviderRpc for CloudService<P, S
         request: Request<pb::LaunchRequest>,
     ) -> Result<Response<pb::LaunchResponse>, Status> {
         let started = Instant::now();
-        let out = self.do_launch(request.into_inner()).await;
+        // A launch runs to its end even when the caller goes away (a scheduler killed
+        // mid-call): the NodeClaim object already exists by then, and a claim left without
+        // its instance would hold the scheduler's pods until the registration TTL.
+        let this = self.clone();
+        let request = request.into_inner();
+        let out = tokio::spawn(async move { this.do_launch(request).await })
+            .await
+            .unwrap_or_else(|e| Err(Status::internal(format!("the launch task failed: {e}"))));
         observe("Launch", started, &out);
         out.map(Response::new)
     }

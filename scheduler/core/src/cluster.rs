@@ -267,16 +267,27 @@ impl ClusterModel {
                 n.pods.push(p.clone());
             }
         }
+        // A claim's `requests` are the pods it was launched for. When none of them is
+        // nominated here (a scheduler restarted, whose nominations died with it), those pods
+        // are pending again in this model: counting their requests as well would fill the
+        // claim with pods that are not coming and launch a second claim for them. Such a
+        // claim offers its whole allocatable instead, and the pending pods fill it first.
+        let nominated: std::collections::BTreeSet<&str> =
+            self.nominations.values().map(String::as_str).collect();
         let mut claims: BTreeMap<&str, InFlightClaim> = self
             .node_claims
             .values()
             .chain(self.launched.values())
             .filter(|c| Self::in_flight(c))
             .map(|c| {
+                let mut node_claim = c.clone();
+                if !nominated.contains(c.name.as_str()) {
+                    node_claim.requests = crate::model::Resources::new();
+                }
                 (
                     c.name.as_str(),
                     InFlightClaim {
-                        node_claim: c.clone(),
+                        node_claim,
                         pods: Vec::new(),
                     },
                 )
@@ -434,6 +445,30 @@ mod tests {
         assert_eq!(m.pending().count(), 2);
         m.forget_claim("gitlab-1");
         assert_eq!(m.pending().count(), 3);
+    }
+
+    #[test]
+    fn after_a_restart_a_claim_in_flight_offers_its_room_to_the_pending_pods() {
+        let mut launched = claim("gitlab-1");
+        launched.requests = crate::model::Resources::from_iter([("cpu".to_owned(), 4000)]);
+        let mut m = ClusterModel::default();
+        // A new scheduler: the claim is in the snapshot, nothing is nominated to it.
+        m.apply(batch(
+            1,
+            BatchKind::SnapshotEnd,
+            vec![
+                pending("a"),
+                Change::Upsert(Object::NodeClaim(launched.clone())),
+            ],
+        ))
+        .unwrap();
+        let input = m.input(&BTreeMap::new(), SystemTime::UNIX_EPOCH);
+        assert!(input.node_claims[0].node_claim.requests.is_empty());
+        assert_eq!(input.pods.len(), 1);
+        // The scheduler that launched it knows its pods: their requests stay counted.
+        m.nominate(ObjectKey::new("ci", "a"), "gitlab-1");
+        let input = m.input(&BTreeMap::new(), SystemTime::UNIX_EPOCH);
+        assert_eq!(input.node_claims[0].node_claim.requests.get("cpu"), 4000);
     }
 
     #[test]

@@ -1,0 +1,303 @@
+//! A simulated cluster in the test process, and Berth's three real binaries as child
+//! processes talking gRPC and Kubernetes HTTP on loopback.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use berth_sim::controllers::{ClusterOptions, Controllers};
+use berth_sim::server::ApiServer;
+use berth_sim::store::Store;
+use kube::api::{Api, ListParams};
+
+/// A binary of the workspace, next to the test executable's directory
+/// (`target/<profile>/deps/..`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace's binaries first (scripts/test does: cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// The simulated cluster: API server, controllers, kubelets (boot delay 2 s).
+pub struct Cluster {
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    pub server: ApiServer,
+    pub client: kube::Client,
+    stop: tokio::sync::watch::Sender<bool>,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    pub async fn start(name: &str, manifests: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!("berth-it-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let clock: Arc<dyn Fn() -> SystemTime + Send + Sync> = Arc::new(SystemTime::now);
+        let store = Store::new(100_000);
+        let server = ApiServer::new(store.clone(), clock.clone());
+        for (_, crd) in berth_api::crds::all() {
+            server
+                .create_object(serde_json::to_value(crd).unwrap())
+                .unwrap();
+        }
+        for text in manifests {
+            for doc in text.split("\n---") {
+                let v: serde_json::Value = serde_norway::from_str(doc).unwrap();
+                if !v.is_null() {
+                    server.create_object(v).unwrap();
+                }
+            }
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut rx = stopped.clone();
+        let (addr, _task) = server
+            .clone()
+            .serve("127.0.0.1:0".parse().unwrap(), async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+            .unwrap();
+        let url = format!("http://{addr}");
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, berth_sim::server::kubeconfig(&url)).unwrap();
+        let controllers = Controllers::new(
+            store,
+            clock,
+            ClusterOptions {
+                boot_delay: Duration::from_secs(2),
+                pod_start_delay: Duration::from_millis(200),
+                ..ClusterOptions::default()
+            },
+        );
+        tokio::spawn(controllers.run(stopped));
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        Self {
+            url,
+            kubeconfig,
+            server,
+            client,
+            stop,
+            dir,
+        }
+    }
+
+    pub fn create(&self, yaml: &str) {
+        for doc in yaml.split("\n---") {
+            let v: serde_json::Value = serde_norway::from_str(doc).unwrap();
+            if !v.is_null() {
+                self.server.create_object(v).unwrap();
+            }
+        }
+    }
+
+    pub async fn list<K>(&self) -> Vec<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        Api::<K>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A child process, killed when dropped.
+pub struct Service {
+    pub child: Child,
+    /// The gRPC address it logged, if it serves gRPC.
+    pub grpc: Option<String>,
+}
+
+impl Service {
+    /// Starts `name` with `args` (JSON logs) and waits for its "serving"/"running" line.
+    pub fn spawn(name: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(binary(name))
+            .args(args)
+            .args(["--log-format", "json", "--log", "info,kube=warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let who = name.to_owned();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("BERTH_IT_LOGS").is_some() {
+                    eprintln!("[{who}] {line}");
+                }
+                if !sent && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let msg = v["fields"]["message"].as_str().unwrap_or_default();
+                    if msg.contains("serving") || msg.contains("running") {
+                        let grpc = v["fields"]["grpc"].as_str().map(str::to_owned);
+                        let _ = tx.send(grpc);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let grpc = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{name} did not start"));
+        Self { child, grpc }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc.as_deref().expect("a gRPC service"))
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The three services against `cluster`, sim cloud.
+pub struct Berth {
+    pub actuator: Service,
+    pub scheduler: Service,
+    pub watcher: Service,
+}
+
+pub fn actuator(cluster: &Cluster) -> Service {
+    let kc = cluster.kubeconfig.display().to_string();
+    Service::spawn(
+        "berth-actuator",
+        &[
+            "--provider",
+            "sim",
+            "--kubeconfig",
+            &kc,
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--sim-boot-delay",
+            "2s",
+            "--lifecycle-interval",
+            "1s",
+        ],
+    )
+}
+
+pub fn scheduler(actuator_url: &str) -> Service {
+    Service::spawn(
+        "berth-scheduler",
+        &[
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--actuator-url",
+            actuator_url,
+            "--batch-idle",
+            "300ms",
+            "--batch-max",
+            "2s",
+        ],
+    )
+}
+
+pub fn watcher(cluster: &Cluster, scheduler_url: &str) -> Service {
+    let kc = cluster.kubeconfig.display().to_string();
+    Service::spawn(
+        "berth-watcher",
+        &[
+            "--scheduler-url",
+            scheduler_url,
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--kubeconfig",
+            &kc,
+            "--status-interval",
+            "1s",
+        ],
+    )
+}
+
+impl Berth {
+    pub fn start(cluster: &Cluster) -> Self {
+        let actuator = actuator(cluster);
+        let scheduler = scheduler(&actuator.url());
+        let watcher = watcher(cluster, &scheduler.url());
+        Self {
+            actuator,
+            scheduler,
+            watcher,
+        }
+    }
+}
+
+/// Polls `check` every 200 ms for up to `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..secs * 5 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+pub const SEED: &[&str] = &[
+    include_str!("../../../api/tests/fixtures/seed/ec2nodeclass-default.v1beta1.yaml"),
+    include_str!("../../../api/tests/fixtures/seed/nodepool-default.v1beta1.yaml"),
+    include_str!("../../../api/tests/fixtures/seed/nodepool-gitlab.v1beta1.yaml"),
+];
+
+/// GitLab build pods as the seed README shapes them.
+pub fn build_pods(namespace: &str, prefix: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: v1
+kind: Pod
+metadata: {{name: {prefix}-{i}, namespace: {namespace}}}
+spec:
+  nodeSelector: {{workload-type: gitlab-runners-auto}}
+  tolerations: [{{key: dedicated, operator: Equal, value: gitlab-runner-auto, effect: NoSchedule}}]
+  containers: [{{name: build, image: 'ubuntu:20.04', resources: {{requests: {{cpu: '1', memory: 2Gi}}}}}}]
+"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
