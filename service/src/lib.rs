@@ -43,13 +43,12 @@ pub struct LogArgs {
     pub log: String,
 }
 
-/// Installs the process's log subscriber (a second call in one process is an error).
+/// Installs the process's log subscriber, writing to stdout (a second call in one process is
+/// an error).
 pub fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let env = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("--log {filter:?}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(env)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(env);
     match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

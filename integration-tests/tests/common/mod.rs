@@ -139,16 +139,16 @@ impl Service {
         let mut child = Command::new(binary(name))
             .args(args)
             .args(["--log-format", "json", "--log", "info,kube=warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let stderr = child.stderr.take().unwrap();
+        let logs = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let who = name.to_owned();
         std::thread::spawn(move || {
             let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in BufReader::new(logs).lines().map_while(Result::ok) {
                 if std::env::var_os("BERTH_IT_LOGS").is_some() {
                     eprintln!("[{who}] {line}");
                 }
