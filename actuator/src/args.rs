@@ -107,14 +107,8 @@ pub struct Args {
     /// Requests in flight per connection before new ones wait.
     #[arg(long, env = "BERTH_MAX_CONCURRENT_RPCS", default_value_t = 64)]
     pub max_concurrent_rpcs: usize,
-    /// TLS certificate (PEM) of the gRPC service; with `--tls-key`, serves TLS.
-    #[arg(long, env = "BERTH_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    #[arg(long, env = "BERTH_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// CA (PEM) that client certificates must chain to (mutual TLS).
-    #[arg(long, env = "BERTH_TLS_CLIENT_CA", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: berth_service::TlsArgs,
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// `tracing` filter (`info`, `berth_actuator=debug,info`).

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use berth_cloud::{CloudProvider, Metered, SimCloud, SimOptions};
-use metrics_exporter_prometheus::PrometheusHandle;
+use berth_service::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -263,25 +263,17 @@ where
     let grpc_listener = TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
-    let admin_listener = TcpListener::bind(args.admin_addr)
-        .await
-        .with_context(|| format!("--admin-addr {}", args.admin_addr))?;
     let grpc_addr = grpc_listener.local_addr()?;
-    let admin_addr = admin_listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    // Ready from the start: the actuator serves as soon as it listens.
+    let (_, ready) = watch::channel(true);
+    let (admin_addr, admin) =
+        berth_service::serve_admin(args.admin_addr, metrics, ready, stopped.clone()).await?;
 
     let mut builder = tonic::transport::Server::builder()
         .timeout(args.rpc_timeout)
         .concurrency_limit_per_connection(args.max_concurrent_rpcs);
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let read = |p: &std::path::PathBuf| {
-            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-        };
-        let mut tls = tonic::transport::ServerTlsConfig::new().identity(
-            tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
-        );
-        if let Some(ca) = &args.tls_client_ca {
-            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
-        }
+    if let Some(tls) = args.tls.server_config()? {
         builder = builder.tls_config(tls).context("--tls-cert/--tls-key")?;
     }
     let (router, health) = berth_proto::add_standard_services(&mut builder);
@@ -308,25 +300,11 @@ where
     let router = router
         .add_service(berth_proto::v1::cloud_provider_server::CloudProviderServer::new(service));
 
-    let (stop, stopped) = watch::channel(false);
-    let until = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let until = berth_service::stopped;
     let grpc = router.serve_with_incoming_shutdown(
         TcpListenerStream::new(grpc_listener),
         until(stopped.clone()),
     );
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let handle = metrics.clone();
-                async move { handle.render() }
-            }),
-        )
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route("/readyz", axum::routing::get(|| async { "ok" }));
-    let admin = axum::serve(admin_listener, app).with_graceful_shutdown(until(stopped.clone()));
     let chores = housekeeping_loop(housekeeping, until(stopped.clone()));
     let (interval, gc_interval) = (args.lifecycle_interval, args.gc_interval);
     let lifecycle_stopped = stopped.clone();
@@ -372,7 +350,7 @@ async fn housekeeping_loop(chores: Option<Housekeeping>, stopped: impl Future<Ou
 /// reports the gRPC server's error first.
 async fn supervise(
     grpc: impl Future<Output = Result<(), tonic::transport::Error>>,
-    admin: impl std::future::IntoFuture<Output = std::io::Result<()>>,
+    admin: impl Future<Output = anyhow::Result<()>>,
     gauges: impl Future<Output = ()>,
     stop: watch::Sender<bool>,
 ) -> anyhow::Result<()> {
@@ -388,6 +366,6 @@ async fn supervise(
     };
     let (g, a, ()) = tokio::join!(grpc, admin, gauges);
     g.context("gRPC server")?;
-    a.context("admin server")?;
+    a?;
     Ok(())
 }
