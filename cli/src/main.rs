@@ -2,7 +2,10 @@
 
 mod demo;
 mod plan;
+mod play;
+mod report;
 mod sandbox;
+mod simulate;
 mod stack;
 
 use std::io::Read;
@@ -81,6 +84,41 @@ enum Command {
         seed: u64,
         /// Where to write the simulated cluster's kubeconfig (to look around while it runs).
         #[arg(long, default_value = "berth-demo.kubeconfig")]
+        kubeconfig_out: PathBuf,
+        /// Instance-type catalog of the sim cloud (JSON, see docs/plan.md).
+        #[arg(long, env = "BERTH_CATALOG")]
+        catalog: Option<PathBuf>,
+    },
+    /// What would Berth launch for your workloads, and what would it cost? Your manifests on
+    /// the simulated cluster with Berth's three services, over a simulated window.
+    ///
+    /// Reads NodePools and EC2NodeClasses (v1 or v1beta1) and workloads (Pods, Deployments,
+    /// StatefulSets, Jobs, DaemonSets, ...; files or directories). Workloads arrive on the
+    /// schedule their annotations give (sim.berth.dev/arrive-at, repeat-every, replicas-at,
+    /// run-for: docs/simulate.md), or at the start. Prints progress and a summary (pods, waits,
+    /// nodes launched, cost against a static group sized for the peak) and, with --report,
+    /// writes a self-contained HTML report with charts.
+    Simulate {
+        /// Manifest files or directories (YAML or JSON).
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// How long the simulated window lasts.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Simulated seconds per wall second.
+        #[arg(long, default_value_t = 120.0, conflicts_with = "real_time")]
+        speed: f64,
+        /// Play at wall speed (same as --speed 1).
+        #[arg(long)]
+        real_time: bool,
+        /// From a NodeClaim's launch to its node registering (simulated).
+        #[arg(long, default_value = "45s", value_parser = parse_duration)]
+        boot_delay: std::time::Duration,
+        /// Write an HTML report (charts of pods, nodes and $/h over time) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Where to write the simulated cluster's kubeconfig (to look around while it runs).
+        #[arg(long, default_value = "berth-simulate.kubeconfig")]
         kubeconfig_out: PathBuf,
         /// Instance-type catalog of the sim cloud (JSON, see docs/plan.md).
         #[arg(long, env = "BERTH_CATALOG")]
@@ -168,6 +206,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Simulate {
+            files,
+            duration,
+            speed,
+            real_time,
+            boot_delay,
+            report,
+            kubeconfig_out,
+            catalog,
+        } => {
+            simulate::run(simulate::Options {
+                files,
+                duration,
+                speed: if real_time { 1.0 } else { speed },
+                boot_delay,
+                report,
+                kubeconfig: kubeconfig_out,
+                catalog,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crds => {
             print!("{}", berth_api::crds::all_yaml());
             Ok(ExitCode::SUCCESS)
@@ -177,11 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             catalog,
             output,
         } => {
-            let catalog = match catalog {
-                Some(path) => berth_catalog::Catalog::parse(&read(&path)?)
-                    .with_context(|| format!("reading catalog {}", path.display()))?,
-                None => berth_catalog::Catalog::builtin(),
-            };
+            let catalog = read_catalog(catalog.as_deref())?;
             let inputs = files
                 .iter()
                 .map(|path| {
@@ -198,6 +253,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", plan::run(&inputs, &catalog, &output)?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The catalog at `path` (`--catalog`), or the built-in one.
+pub fn read_catalog(path: Option<&std::path::Path>) -> anyhow::Result<berth_catalog::Catalog> {
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--catalog {}", path.display()))?;
+            berth_catalog::Catalog::parse(&text)
+                .with_context(|| format!("--catalog {}", path.display()))
+        }
+        None => Ok(berth_catalog::Catalog::builtin()),
     }
 }
 

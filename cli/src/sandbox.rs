@@ -86,6 +86,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         clock: Arc::new(SystemTime::now),
         boot_delay: options.boot_delay,
         pod_start_delay: options.pod_start_delay,
+        tick: berth_sim::controllers::ClusterOptions::default().tick,
         sim_cloud_boot_delay: options.boot_delay,
         batch_idle: Duration::from_secs(1),
         batch_max: Duration::from_secs(10),

@@ -26,6 +26,8 @@ pub struct StackOptions {
     /// Sim-cluster durations, on `clock`.
     pub boot_delay: Duration,
     pub pod_start_delay: Duration,
+    /// How often the simulated controllers look for due timers (boots, pod starts), wall time.
+    pub tick: Duration,
     /// Service durations, on the wall clock.
     pub sim_cloud_boot_delay: Duration,
     pub batch_idle: Duration,
@@ -99,7 +101,7 @@ impl Stack {
             ClusterOptions {
                 boot_delay: o.boot_delay,
                 pod_start_delay: o.pod_start_delay,
-                ..ClusterOptions::default()
+                tick: o.tick,
             },
         );
         let controllers = tokio::spawn(controllers.run(stopped.clone()));
