@@ -380,6 +380,13 @@ pub async fn play(s: Scenario) -> anyhow::Result<Outcome> {
             });
             entry.last_seen = now;
             entry.present = true;
+            // NB: the zone label can arrive after the instance type's (the launch's status
+            // write): price the claim once it is known.
+            if entry.zone.is_empty() && !key.1.is_empty() {
+                entry.zone = key.1.clone();
+                entry.capacity_type = key.2.clone();
+                entry.price = price.get(&key).copied().unwrap_or_default();
+            }
         }
         let mut fleets: BTreeMap<&str, StaticGroup> = BTreeMap::new();
         for c in seen.values().filter(|c| c.present) {
