@@ -71,8 +71,9 @@ impl Frame {
             r#"<svg viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}">"#,
             escape(title)
         );
-        for i in 0..=4 {
-            let v = self.y_max * f64::from(i) / 4.0;
+        // NB: five divisions of 1, 2 or 5 × 10^k are whole numbers from 5 up.
+        for i in 0..=5 {
+            let v = self.y_max * f64::from(i) / 5.0;
             let y = self.y(v);
             let _ = write!(
                 svg,
@@ -88,8 +89,9 @@ impl Frame {
             let x = self.x(t);
             let _ = write!(
                 svg,
-                r#"<text x="{x:.1}" y="{}" text-anchor="middle" class="tick">{}</text>"#,
+                r#"<text x="{x:.1}" y="{}" text-anchor="{}" class="tick">{}</text>"#,
                 H - 8.0,
+                if i == 6 { "end" } else { "middle" },
                 &hms(std::time::Duration::from_secs_f64(t))[..5]
             );
         }
@@ -154,7 +156,7 @@ fn pods_chart(samples: &[Sample]) -> String {
             samples
                 .iter()
                 .map(|s| s.pending.max(s.running) as f64)
-                .fold(0.0, f64::max),
+                .fold(5.0, f64::max),
         ),
     };
     let mut svg = String::new();
@@ -199,7 +201,7 @@ fn nodes_chart(samples: &[Sample]) -> String {
             samples
                 .iter()
                 .map(|s| s.node_count() as f64)
-                .fold(0.0, f64::max),
+                .fold(5.0, f64::max),
         ),
     };
     let mut svg = String::new();
