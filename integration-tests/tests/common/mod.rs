@@ -9,10 +9,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use berth_api::v1::NodeClaim;
 use berth_sim::controllers::{ClusterOptions, Controllers};
 use berth_sim::server::ApiServer;
 use berth_sim::store::Store;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
+
+pub mod ec2;
 
 /// A binary of the workspace, next to the test executable's directory
 /// (`target/<profile>/deps/..`).
@@ -136,9 +140,17 @@ pub struct Service {
 impl Service {
     /// Starts `name` with `args` (JSON logs) and waits for its "serving"/"running" line.
     pub fn spawn(name: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(binary(name))
+        Self::spawn_with(name, args, |_| {})
+    }
+
+    /// [`Service::spawn`] with the command adjusted first (its environment, say).
+    pub fn spawn_with(name: &str, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Self {
+        let mut command = Command::new(binary(name));
+        command
             .args(args)
-            .args(["--log-format", "json", "--log", "info,kube=warn"])
+            .args(["--log-format", "json", "--log", "info,kube=warn"]);
+        adjust(&mut command);
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -215,21 +227,25 @@ pub fn actuator(cluster: &Cluster) -> Service {
 }
 
 pub fn scheduler(actuator_url: &str) -> Service {
-    Service::spawn(
-        "berth-scheduler",
-        &[
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--actuator-url",
-            actuator_url,
-            "--batch-idle",
-            "300ms",
-            "--batch-max",
-            "2s",
-        ],
-    )
+    scheduler_with("127.0.0.1:0", actuator_url, &[])
+}
+
+/// The scheduler on `grpc_addr` (a restart reuses its predecessor's), with `extra` flags.
+pub fn scheduler_with(grpc_addr: &str, actuator_url: &str, extra: &[&str]) -> Service {
+    let mut args = vec![
+        "--grpc-addr",
+        grpc_addr,
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--actuator-url",
+        actuator_url,
+        "--batch-idle",
+        "300ms",
+        "--batch-max",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    Service::spawn("berth-scheduler", &args)
 }
 
 pub fn watcher(cluster: &Cluster, scheduler_url: &str) -> Service {
@@ -282,6 +298,63 @@ pub const SEED: &[&str] = &[
     include_str!("../../../api/tests/fixtures/seed/nodepool-default.v1beta1.yaml"),
     include_str!("../../../api/tests/fixtures/seed/nodepool-gitlab.v1beta1.yaml"),
 ];
+
+pub fn is_running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+pub fn node_of(p: &Pod) -> Option<&str> {
+    p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+}
+
+/// `n` plain pods `<prefix>-<i>` in `default`, each requesting `cpu` and 1Gi.
+pub fn plain_pods(prefix: &str, n: usize, cpu: &str) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: v1
+kind: Pod
+metadata: {{name: {prefix}-{i}, namespace: default}}
+spec:
+  containers: [{{name: a, image: x, resources: {{requests: {{cpu: '{cpu}', memory: 1Gi}}}}}}]"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// Waits until `n` pods run.
+pub async fn all_run(cluster: &Cluster, n: usize, secs: u64) {
+    eventually(secs, &format!("all {n} pods run"), || async {
+        cluster
+            .list::<Pod>()
+            .await
+            .iter()
+            .filter(|p| is_running(p))
+            .count()
+            == n
+    })
+    .await;
+}
+
+/// Nothing launched twice: every NodeClaim has a node with pods bound to it.
+pub async fn assert_every_claim_has_pods(cluster: &Cluster) {
+    let pods = cluster.list::<Pod>().await;
+    let claims = cluster.list::<NodeClaim>().await;
+    assert!(!claims.is_empty(), "no NodeClaim at all");
+    for c in &claims {
+        let node = c
+            .status
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        assert!(
+            !node.is_empty() && pods.iter().any(|p| node_of(p) == Some(node.as_str())),
+            "NodeClaim {:?} (node {node:?}) got no pods: launched twice?",
+            c.metadata.name
+        );
+    }
+}
 
 /// GitLab build pods as the seed README shapes them.
 pub fn build_pods(namespace: &str, prefix: &str, n: usize) -> String {
