@@ -62,6 +62,11 @@ pub struct Args {
     /// A launched instance's node must register within this, or its NodeClaim is deleted.
     #[arg(long, env = "BERTH_REGISTRATION_TTL", default_value = "15m", value_parser = duration)]
     pub registration_ttl: Duration,
+    /// A NodeClaim whose launch is not recorded this long after its creation is launched by
+    /// the lifecycle controller (its launcher died between the cloud call and the status
+    /// write); longer than a Launch call takes.
+    #[arg(long, env = "BERTH_LAUNCH_GRACE", default_value = "60s", value_parser = duration)]
+    pub launch_grace: Duration,
     /// Kubeconfig of the cluster (default: `KUBECONFIG`, `~/.kube/config`, or in-cluster).
     #[arg(long, env = "BERTH_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,

@@ -41,6 +41,8 @@ pub struct Pass {
     pub leaked_terminated: Vec<String>,
     /// NodeClaims whose instance was gone, deleted.
     pub orphans_deleted: Vec<String>,
+    /// NodeClaims whose unrecorded launch was resumed (found or launched, and recorded).
+    pub relaunched: Vec<String>,
 }
 
 pub struct Lifecycle<P> {
@@ -50,14 +52,14 @@ pub struct Lifecycle<P> {
     claims: Api<NodeClaimObject>,
     nodes: Api<Node>,
     pods: Api<Pod>,
-    registration_ttl: Duration,
+    deadlines: lifecycle::Deadlines,
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
 }
 
 impl<P> std::fmt::Debug for Lifecycle<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lifecycle")
-            .field("registration_ttl", &self.registration_ttl)
+            .field("deadlines", &self.deadlines)
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +95,10 @@ fn claim_view(c: &NodeClaimObject) -> ClaimView {
         requests: resources(&c.spec.resources.requests),
         registered: condition_true(c, "Registered"),
         initialized: condition_true(c, "Initialized"),
+        launch_recorded: c
+            .status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Launched")),
         created_at: c
             .metadata
             .creation_timestamp
@@ -154,7 +160,7 @@ impl<P: CloudProvider> Lifecycle<P> {
     pub fn new(
         provider: P,
         client: kube::Client,
-        registration_ttl: Duration,
+        deadlines: lifecycle::Deadlines,
         clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
     ) -> Self {
         let store = Kube::new(client.clone());
@@ -165,7 +171,7 @@ impl<P: CloudProvider> Lifecycle<P> {
             claims: Api::all(client.clone()),
             nodes: Api::all(client.clone()),
             pods: Api::all(client),
-            registration_ttl,
+            deadlines,
             clock,
         }
     }
@@ -300,12 +306,7 @@ impl<P: CloudProvider> Lifecycle<P> {
         pass: &mut Pass,
     ) -> Result<(), StoreError> {
         let node_view = node.map(node_view).transpose()?;
-        match lifecycle::next_step(
-            view,
-            node_view.as_ref(),
-            (self.clock)(),
-            self.registration_ttl,
-        ) {
+        match lifecycle::next_step(view, node_view.as_ref(), (self.clock)(), self.deadlines) {
             Step::Wait { .. } => Ok(()),
             Step::Register {
                 node,
@@ -324,6 +325,20 @@ impl<P: CloudProvider> Lifecycle<P> {
                 self.exec.initialize(&view.name, &node).await?;
                 pass.initialized.push(view.name.clone());
                 Ok(())
+            }
+            Step::Launch => {
+                let claim = berth_api::domain::node_claim(c)
+                    .map_err(|e| StoreError::Unavailable(format!("NodeClaim: {e}")))?;
+                tracing::info!(node_claim = %view.name, "resuming a launch that was never recorded");
+                match crate::launch::launch(&self.provider, &self.store, &claim).await {
+                    Ok(_) => {
+                        pass.relaunched.push(view.name.clone());
+                        Ok(())
+                    }
+                    // Recorded as Launched=False: the scheduler plans again.
+                    Err(crate::launch::LaunchError::Cloud(_)) => Ok(()),
+                    Err(crate::launch::LaunchError::Store(e)) => Err(e),
+                }
             }
             Step::Delete { reason } => {
                 tracing::info!(node_claim = %view.name, %reason, "deleting a NodeClaim that never registered");

@@ -12,6 +12,7 @@
 pub mod args;
 pub mod controller;
 pub mod execute;
+pub mod launch;
 pub mod lifecycle;
 pub mod metrics;
 pub mod nodeclass;
@@ -287,7 +288,10 @@ where
             controller::Lifecycle::new(
                 provider.clone(),
                 client.clone(),
-                args.registration_ttl,
+                lifecycle::Deadlines {
+                    registration_ttl: args.registration_ttl,
+                    launch_grace: args.launch_grace,
+                },
                 clock.clone(),
             ),
             nodeclass::NodeClasses::new(resolver, client, clock.clone()),

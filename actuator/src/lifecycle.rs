@@ -27,6 +27,9 @@ pub struct ClaimView {
     pub requests: Resources,
     pub registered: bool,
     pub initialized: bool,
+    /// A `Launched` condition is recorded (True or False): the launch finished one way or
+    /// the other.
+    pub launch_recorded: bool,
     pub created_at: SystemTime,
 }
 
@@ -62,10 +65,19 @@ pub enum Step {
     /// Launched but never registered within the TTL: delete the claim (its finalizer
     /// terminates the instance).
     Delete { reason: String },
+    /// Created but its launch never finished (the actuator that launched it died between the
+    /// cloud call and the status write, or before the call): launch it again. The provider's
+    /// `create` is idempotent by NodeClaim name, so an instance that exists is found, not
+    /// doubled.
+    Launch,
 }
 
 /// Default time a launched instance has to register its node (Karpenter's 15 minutes).
 pub const REGISTRATION_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Default time a NodeClaim may stay unlaunched before the lifecycle launches it itself: longer
+/// than a Launch call takes (the scheduler's deadline), so a launch under way is not raced.
+pub const LAUNCH_GRACE: Duration = Duration::from_secs(60);
 
 fn has_taint(taints: &[Taint], t: &Taint) -> bool {
     taints
@@ -73,17 +85,49 @@ fn has_taint(taints: &[Taint], t: &Taint) -> bool {
         .any(|x| x.key == t.key && x.value == t.value && x.effect == t.effect)
 }
 
+/// How long the lifecycle waits on other actors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// From launch to a registered node.
+    pub registration_ttl: Duration,
+    /// From creation to a recorded launch, before the lifecycle launches the claim itself.
+    pub launch_grace: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            registration_ttl: REGISTRATION_TTL,
+            launch_grace: LAUNCH_GRACE,
+        }
+    }
+}
+
 /// The next step for `claim`; `node` is the Node whose providerID matches, if any.
 pub fn next_step(
     claim: &ClaimView,
     node: Option<&NodeView>,
     now: SystemTime,
-    registration_ttl: Duration,
+    deadlines: Deadlines,
 ) -> Step {
+    let Deadlines {
+        registration_ttl,
+        launch_grace,
+    } = deadlines;
     if claim.provider_id.is_empty() {
-        // Not launched yet (or the launch failed): the launch path owns it.
+        if claim.launch_recorded {
+            // The launch failed and said why (Launched=False): the scheduler decides again.
+            return Step::Wait {
+                recheck_after: None,
+            };
+        }
+        // A Launch call may be under way: give it its time, then launch it ourselves.
+        let age = now.duration_since(claim.created_at).unwrap_or_default();
+        if age >= launch_grace {
+            return Step::Launch;
+        }
         return Step::Wait {
-            recheck_after: None,
+            recheck_after: Some(launch_grace - age),
         };
     }
     let Some(node) = node else {
@@ -273,6 +317,7 @@ mod tests {
             requests: Resources::new().with("cpu", 1000),
             registered: false,
             initialized: false,
+            launch_recorded: true,
             created_at: t0(),
         }
     }
@@ -292,11 +337,27 @@ mod tests {
     }
 
     #[test]
-    fn an_unlaunched_claim_waits_for_the_launch() {
+    fn an_unlaunched_claim_waits_for_the_launch_then_is_launched_again() {
         let mut c = claim();
         c.provider_id.clear();
+        c.launch_recorded = false;
+        let d = Deadlines::default();
         assert_eq!(
-            next_step(&c, None, t0() + Duration::from_secs(3600), REGISTRATION_TTL),
+            next_step(&c, None, t0() + Duration::from_secs(10), d),
+            Step::Wait {
+                recheck_after: Some(LAUNCH_GRACE - Duration::from_secs(10))
+            },
+            "a Launch call may be under way"
+        );
+        assert_eq!(
+            next_step(&c, None, t0() + LAUNCH_GRACE, d),
+            Step::Launch,
+            "the launcher died before recording the launch"
+        );
+        // A launch that failed and said so is the scheduler's to decide again.
+        c.launch_recorded = true;
+        assert_eq!(
+            next_step(&c, None, t0() + Duration::from_secs(3600), d),
             Step::Wait {
                 recheck_after: None
             }
@@ -307,12 +368,17 @@ mod tests {
     fn a_claim_whose_node_never_registers_is_deleted_after_the_ttl() {
         let c = claim();
         assert_eq!(
-            next_step(&c, None, t0() + Duration::from_secs(60), REGISTRATION_TTL),
+            next_step(
+                &c,
+                None,
+                t0() + Duration::from_secs(60),
+                Deadlines::default()
+            ),
             Step::Wait {
                 recheck_after: Some(REGISTRATION_TTL - Duration::from_secs(60))
             }
         );
-        match next_step(&c, None, t0() + REGISTRATION_TTL, REGISTRATION_TTL) {
+        match next_step(&c, None, t0() + REGISTRATION_TTL, Deadlines::default()) {
             Step::Delete { reason } => assert!(reason.contains("i-1"), "{reason}"),
             other => panic!("{other:?}"),
         }
@@ -320,7 +386,7 @@ mod tests {
 
     #[test]
     fn registration_labels_and_taints_the_node_and_drops_the_unregistered_taint() {
-        match next_step(&claim(), Some(&node()), t0(), REGISTRATION_TTL) {
+        match next_step(&claim(), Some(&node()), t0(), Deadlines::default()) {
             Step::Register {
                 node,
                 labels: l,
@@ -356,7 +422,7 @@ mod tests {
         n.taints.clear();
         n.ready = true;
         assert_eq!(
-            next_step(&c, Some(&n), t0(), REGISTRATION_TTL),
+            next_step(&c, Some(&n), t0(), Deadlines::default()),
             Step::Wait {
                 recheck_after: None
             },
@@ -366,21 +432,21 @@ mod tests {
         n.taints = vec![taint("cni/not-ready", "", TaintEffect::NoSchedule)];
         assert!(
             matches!(
-                next_step(&c, Some(&n), t0(), REGISTRATION_TTL),
+                next_step(&c, Some(&n), t0(), Deadlines::default()),
                 Step::Wait { .. }
             ),
             "a startup taint is still there"
         );
         n.taints.clear();
         assert_eq!(
-            next_step(&c, Some(&n), t0(), REGISTRATION_TTL),
+            next_step(&c, Some(&n), t0(), Deadlines::default()),
             Step::Initialize {
                 node: "ip-10-0-1-5".into()
             }
         );
         n.ready = false;
         assert!(matches!(
-            next_step(&c, Some(&n), t0(), REGISTRATION_TTL),
+            next_step(&c, Some(&n), t0(), Deadlines::default()),
             Step::Wait { .. }
         ));
     }

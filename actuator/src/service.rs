@@ -103,34 +103,12 @@ impl<P: CloudProvider, S: NodeClaimStore> CloudService<P, S> {
         required_name(&claim.name)?;
         // The NodeClaim exists (with its finalizer) before any instance does.
         self.store.create(&claim).await.map_err(store_status)?;
-        match self.provider.create(&claim).await {
-            Ok(instance) => {
-                self.store
-                    .launched(&claim.name, &instance)
-                    .await
-                    .map_err(store_status)?;
-                metrics::counter!(m::LAUNCHES_TOTAL,
-                    "nodepool" => claim.node_pool.clone(),
-                    "instance_type" => instance.instance_type.clone(),
-                    "zone" => instance.zone.clone(),
-                    "capacity_type" => instance.capacity_type.as_str())
-                .increment(1);
-                tracing::info!(node_claim = %claim.name, provider_id = %instance.provider_id, "launched");
-                Ok(pb::LaunchResponse {
-                    instance: Some((&instance).into()),
-                })
-            }
-            Err(e) => {
-                metrics::counter!(m::LAUNCH_FAILURES_TOTAL,
-                    "nodepool" => claim.node_pool.clone(), "reason" => e.code())
-                .increment(1);
-                tracing::warn!(node_claim = %claim.name, error = %e, "launch failed");
-                // The status is best effort: the caller learns the error either way.
-                if let Err(se) = self.store.launch_failed(&claim.name, &e.to_string()).await {
-                    tracing::warn!(node_claim = %claim.name, error = %se, "recording the launch failure");
-                }
-                Err(to_status(&e))
-            }
+        match crate::launch::launch(&self.provider, &self.store, &claim).await {
+            Ok(instance) => Ok(pb::LaunchResponse {
+                instance: Some((&instance).into()),
+            }),
+            Err(crate::launch::LaunchError::Cloud(e)) => Err(to_status(&e)),
+            Err(crate::launch::LaunchError::Store(e)) => Err(store_status(e)),
         }
     }
 

@@ -47,7 +47,7 @@ async fn world() -> World {
     let lifecycle = Lifecycle::new(
         cloud.clone(),
         client.clone(),
-        Duration::from_secs(15 * 60),
+        berth_actuator::lifecycle::Deadlines::default(),
         Arc::new(move || *c.lock().unwrap()),
     );
     World {
@@ -285,4 +285,44 @@ async fn leaked_instances_are_terminated_and_claims_without_instances_deleted() 
     let pass = w.lifecycle.reconcile_all().await.unwrap();
     assert_eq!(pass.leaked_terminated, ["ghost"]);
     assert!(w.cloud.get("ghost").await.is_err());
+}
+
+#[tokio::test]
+async fn a_launch_never_recorded_is_resumed_after_the_grace_and_finds_its_instance() {
+    let w = world().await;
+    // The launcher died after the cloud call, before the status write.
+    let c = claim("gitlab-cut");
+    w.store.create(&c).await.unwrap();
+    let instance = w.cloud.create(&c).await.unwrap();
+    let pass = w.lifecycle.reconcile_all().await.unwrap();
+    assert!(
+        pass.relaunched.is_empty(),
+        "within the grace a Launch call may still be under way"
+    );
+    *w.clock.lock().unwrap() += berth_actuator::lifecycle::LAUNCH_GRACE + Duration::from_secs(1);
+    let pass = w.lifecycle.reconcile_all().await.unwrap();
+    assert_eq!(pass.relaunched, ["gitlab-cut"]);
+    let stored = Api::<berth_api::v1::NodeClaim>::all(w.client.clone())
+        .get("gitlab-cut")
+        .await
+        .unwrap();
+    let status = stored.status.unwrap();
+    assert_eq!(
+        status.provider_id.as_deref(),
+        Some(instance.provider_id.as_str())
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Launched" && c.status == "True")
+    );
+    assert_eq!(
+        w.cloud.list().await.unwrap().len(),
+        1,
+        "the instance was found, not launched twice"
+    );
+    // Recorded now: nothing more to resume.
+    let pass = w.lifecycle.reconcile_all().await.unwrap();
+    assert!(pass.relaunched.is_empty());
 }

@@ -1,17 +1,14 @@
 //! The actuator killed (SIGKILL) between launching an instance and recording it on the
-//! NodeClaim, then restarted at the same address: the scheduler's retry of the same claim
-//! finds the instance by its `karpenter.sh/nodeclaim` tag instead of launching another, so
-//! each claim ends up with exactly one instance, and the pods run.
+//! NodeClaim, then restarted at the same address. The scheduler's Launch retries are used up
+//! while it is down (its default: 3 attempts, 0.6 s of backoff), so the restarted actuator's
+//! lifecycle resumes the launch of each claim left without a recorded launch
+//! (`--launch-grace`, 3 s here), and finds the instance by its `karpenter.sh/nodeclaim` tag
+//! instead of launching another: each claim ends up with exactly one instance, and the pods
+//! run.
 //!
 //! Against moto: the sim cloud's instances live in the actuator's memory and die with it.
 //! Every NodeClaim write the actuator makes after the launch (the instance's labels, then the
 //! status) stalls at the simulated API server until the actuator is killed.
-//!
-//! The scheduler is given more launch attempts than its default (3, 0.6 s of backoff between
-//! them) so its retries outlast the restart. When they do not, nothing launches those claims
-//! again: they keep their instances but never get a provider ID, and the pods, nominated to
-//! them on the next solve, stay pending (the actuator's lifecycle leaves a claim without a
-//! provider ID to "the launch path", and no launch path is left).
 
 mod common;
 
@@ -26,11 +23,10 @@ use common::{Cluster, all_run, assert_every_claim_has_pods, eventually, plain_po
 async fn a_launch_cut_off_before_its_status_yields_one_instance() {
     let moto = ec2::moto().await;
     let cluster = Cluster::start("actuator-restart", ec2::MANIFESTS).await;
-    let actuator = ec2::actuator(&cluster, &moto.moto.endpoint, "127.0.0.1:0");
+    let actuator = ec2::actuator(&cluster, &moto.moto.endpoint, "127.0.0.1:0", &[]);
     let addr = actuator.grpc.clone().unwrap();
     let actuator_url = actuator.url();
-    let scheduler =
-        common::scheduler_with("127.0.0.1:0", &actuator_url, &["--launch-attempts", "20"]);
+    let scheduler = common::scheduler_with("127.0.0.1:0", &actuator_url, &[]);
     let _watcher = common::watcher(&cluster, &scheduler.url());
     ec2::class_ready(&cluster).await;
 
@@ -73,7 +69,14 @@ async fn a_launch_cut_off_before_its_status_yields_one_instance() {
 
     actuator.kill();
     cluster.server.faults().clear();
-    let _actuator = ec2::actuator(&cluster, &moto.moto.endpoint, &addr);
+    // Long enough that the scheduler's retries are over: nothing but the lifecycle launches.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _actuator = ec2::actuator(
+        &cluster,
+        &moto.moto.endpoint,
+        &addr,
+        &["--launch-grace", "3s"],
+    );
 
     all_run(&cluster, 2, 90).await;
     let claims = cluster.list::<NodeClaim>().await;

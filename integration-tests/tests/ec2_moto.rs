@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 async fn pending_pods_get_moto_instances_whose_nodes_run_them() {
     let moto = ec2::moto().await;
     let cluster = Cluster::start("ec2", ec2::MANIFESTS).await;
-    let actuator = ec2::actuator(&cluster, &moto.moto.endpoint, "127.0.0.1:0");
+    let actuator = ec2::actuator(&cluster, &moto.moto.endpoint, "127.0.0.1:0", &[]);
     let scheduler = common::scheduler(&actuator.url());
     let _watcher = common::watcher(&cluster, &scheduler.url());
 

@@ -52,54 +52,53 @@ pub async fn moto() -> moto::Fixture {
 }
 
 /// `berth-actuator --provider ec2` against moto at `endpoint`, writing NodeClaims to
-/// `cluster`, serving gRPC on `grpc_addr` (port 0, or a predecessor's to restart it).
+/// `cluster`, serving gRPC on `grpc_addr` (port 0, or a predecessor's to restart it), with
+/// `extra` flags.
 /// Static credentials in the environment and the endpoint override: the SDK never looks for
 /// credentials elsewhere, never reaches the instance-metadata address or AWS.
-pub fn actuator(cluster: &Cluster, endpoint: &str, grpc_addr: &str) -> Service {
+pub fn actuator(cluster: &Cluster, endpoint: &str, grpc_addr: &str, extra: &[&str]) -> Service {
     let kc = cluster.kubeconfig.display().to_string();
-    Service::spawn_with(
-        "berth-actuator",
-        &[
-            "--provider",
-            "ec2",
-            "--kubeconfig",
-            &kc,
-            "--aws-endpoint-url",
-            endpoint,
-            "--region",
-            "us-east-1",
-            "--cluster-name",
-            CLUSTER_NAME,
-            "--cluster-endpoint",
-            "https://example.eks.amazonaws.com",
-            "--grpc-addr",
-            grpc_addr,
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--lifecycle-interval",
-            "1s",
-        ],
-        |command| {
-            command
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
-                .env("AWS_CONFIG_FILE", "/dev/null")
-                .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
-            for v in [
-                "AWS_SESSION_TOKEN",
-                "AWS_PROFILE",
-                "AWS_ROLE_ARN",
-                "AWS_WEB_IDENTITY_TOKEN_FILE",
-                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-                "AWS_ENDPOINT_URL",
-                "BERTH_NODE_CLAIMS",
-            ] {
-                command.env_remove(v);
-            }
-        },
-    )
+    let mut args = vec![
+        "--provider",
+        "ec2",
+        "--kubeconfig",
+        &kc,
+        "--aws-endpoint-url",
+        endpoint,
+        "--region",
+        "us-east-1",
+        "--cluster-name",
+        CLUSTER_NAME,
+        "--cluster-endpoint",
+        "https://example.eks.amazonaws.com",
+        "--grpc-addr",
+        grpc_addr,
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--lifecycle-interval",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    Service::spawn_with("berth-actuator", &args, |command| {
+        command
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+        for v in [
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_ROLE_ARN",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_ENDPOINT_URL",
+            "BERTH_NODE_CLAIMS",
+        ] {
+            command.env_remove(v);
+        }
+    })
 }
 
 /// Waits until the actuator resolved the EC2NodeClass against moto (`Ready=True`) and
