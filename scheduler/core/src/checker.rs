@@ -437,7 +437,32 @@ struct PlacedPod<'a> {
     new: bool,
 }
 
-/// Where each pod runs: bound pods, placed pods, pods on new claims.
+/// A pod on an in-flight claim (`new`: placed there by the plan).
+fn on_claim<'a>(p: &'a Pod, c: &crate::model::NodeClaim, new: bool) -> PlacedPod<'a> {
+    let mut l = c.labels.clone();
+    for r in &c.requirements {
+        if r.operator == crate::model::Operator::In && r.values.len() == 1 {
+            l.insert(r.key.clone(), r.values[0].clone());
+        }
+    }
+    let mut reqs = Requirements::from_requirements(&c.requirements);
+    for (k, v) in &c.labels {
+        reqs.add(k, crate::requirements::ValueSet::one_of([v.clone()]));
+    }
+    l.insert(labels::HOSTNAME.to_owned(), format!("nodeclaim:{}", c.name));
+    PlacedPod {
+        pod: p,
+        labels: l,
+        reqs,
+        claim: true,
+        new_claim: false,
+        taints: c.taints.clone(),
+        new,
+    }
+}
+
+/// Where each pod runs: bound pods, pods nominated to in-flight claims, placed pods, pods on
+/// new claims.
 fn pod_domains<'a>(input: &'a SchedulingInput, plan: &Plan) -> Vec<PlacedPod<'a>> {
     let mut out = Vec::new();
     let node_labels = |n: &Node| {
@@ -465,6 +490,28 @@ fn pod_domains<'a>(input: &'a SchedulingInput, plan: &Plan) -> Vec<PlacedPod<'a>
         }
     }
     let pods: BTreeMap<_, &Pod> = input.pods.iter().map(|p| (p.key.clone(), p)).collect();
+    // Pods nominated to an in-flight claim run there (on its node once it registered),
+    // unless the plan decides them (they are among the pods to place).
+    for c in &input.node_claims {
+        let node = (!c.node_claim.node_name.is_empty())
+            .then(|| {
+                input
+                    .nodes
+                    .iter()
+                    .find(|n| n.node.name == c.node_claim.node_name)
+            })
+            .flatten();
+        for p in c.pods.iter().filter(|p| {
+            p.node_name.is_none()
+                && !matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed)
+                && !pods.contains_key(&p.key)
+        }) {
+            out.push(match node {
+                Some(n) => on_node(p, &n.node, false),
+                None => on_claim(p, &c.node_claim, false),
+            });
+        }
+    }
     for pl in &plan.placements {
         let Some(p) = pods.get(&pl.pod) else { continue };
         let placed = match &pl.target {
@@ -477,29 +524,7 @@ fn pod_domains<'a>(input: &'a SchedulingInput, plan: &Plan) -> Vec<PlacedPod<'a>
                 .node_claims
                 .iter()
                 .find(|c| &c.node_claim.name == name)
-                .map(|c| {
-                    let c = &c.node_claim;
-                    let mut l = c.labels.clone();
-                    for r in &c.requirements {
-                        if r.operator == crate::model::Operator::In && r.values.len() == 1 {
-                            l.insert(r.key.clone(), r.values[0].clone());
-                        }
-                    }
-                    let mut reqs = Requirements::from_requirements(&c.requirements);
-                    for (k, v) in &c.labels {
-                        reqs.add(k, crate::requirements::ValueSet::one_of([v.clone()]));
-                    }
-                    l.insert(labels::HOSTNAME.to_owned(), format!("nodeclaim:{name}"));
-                    PlacedPod {
-                        pod: p,
-                        labels: l,
-                        reqs,
-                        claim: true,
-                        new_claim: false,
-                        taints: c.taints.clone(),
-                        new: true,
-                    }
-                }),
+                .map(|c| on_claim(p, &c.node_claim, true)),
         };
         out.extend(placed);
     }

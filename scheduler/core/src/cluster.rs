@@ -293,9 +293,11 @@ impl ClusterModel {
                 )
             })
             .collect();
+        // The nominated pods go with their claim, not with the pending ones: the solver does
+        // not place them again, but counts them in topology on the claim.
         for (pod, claim) in &self.nominations {
-            if let Some(c) = claims.get_mut(claim.as_str()) {
-                c.pods.push(pod.clone());
+            if let (Some(c), Some(p)) = (claims.get_mut(claim.as_str()), self.pods.get(pod)) {
+                c.pods.push(p.clone());
             }
         }
         SchedulingInput {
@@ -487,7 +489,8 @@ mod tests {
         assert_eq!(m.pending().count(), 0);
         let input = m.input(&BTreeMap::new(), SystemTime::UNIX_EPOCH);
         assert_eq!(input.node_claims.len(), 1);
-        assert_eq!(input.node_claims[0].pods, vec![ObjectKey::new("ci", "a")]);
+        let nominated: Vec<&ObjectKey> = input.node_claims[0].pods.iter().map(|p| &p.key).collect();
+        assert_eq!(nominated, [&ObjectKey::new("ci", "a")]);
         assert!(input.pods.is_empty());
         // The claim disappears (its launch failed): the pod is pending again.
         m.apply(batch(

@@ -50,8 +50,9 @@ pub struct SchedulingInput {
     pub nodes: Vec<ExistingNode>,
     pub node_claims: Vec<InFlightClaim>,
     pub daemon_sets: Vec<DaemonSet>,
-    /// Pods to place. Bound pods belong in [`ExistingNode::pods`]; pods nominated to an in-flight
-    /// claim of [`Self::node_claims`] stay placed there.
+    /// Pods to place. Bound pods belong in [`ExistingNode::pods`], pods nominated to an
+    /// in-flight claim in [`InFlightClaim::pods`]; a pod listed here as well that is nominated
+    /// to an in-flight claim stays placed there (the plan repeats its placement).
     pub pods: Vec<Pod>,
     pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
     pub namespaces: Vec<Namespace>,
@@ -75,7 +76,10 @@ pub struct ExistingNode {
 #[derive(Debug, Clone)]
 pub struct InFlightClaim {
     pub node_claim: NodeClaim,
-    pub pods: Vec<ObjectKey>,
+    /// The pods nominated to it. They are not placed again, but count in topology (spread,
+    /// affinity, anti-affinity) on the claim as bound pods do on their node: in the domains
+    /// the claim's labels and single-valued requirements pin (see [`solve`]).
+    pub pods: Vec<Pod>,
 }
 
 /// What the solver decided.
@@ -506,12 +510,25 @@ fn key_values<'a>(
     }
 }
 
-fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize>) {
+/// The bins of a solve: existing nodes, then in-flight claims.
+struct Bins<'a> {
+    bins: Vec<Bin>,
+    /// Pods of [`SchedulingInput::pods`] nominated to an in-flight claim: its bin.
+    nominated: BTreeMap<ObjectKey, usize>,
+    /// Each in-flight claim with the bin its nominated pods run on: its own, or its node's
+    /// once the node registered.
+    in_flight: Vec<(usize, &'a InFlightClaim)>,
+}
+
+fn prepare_bins(input: &SchedulingInput) -> Bins<'_> {
     let mut bins = Vec::new();
     let mut nominated = BTreeMap::new();
+    let mut in_flight = Vec::new();
+    let mut node_bins: BTreeMap<&str, usize> = BTreeMap::new();
     let mut nodes: Vec<(usize, &ExistingNode)> = input.nodes.iter().enumerate().collect();
     nodes.sort_by(|a, b| a.1.node.name.cmp(&b.1.node.name));
     for (node_index, n) in nodes {
+        node_bins.insert(n.node.name.as_str(), bins.len());
         let mut used = Resources::new();
         let mut host_ports = Vec::new();
         let running_daemons: BTreeSet<&str> = n
@@ -568,16 +585,19 @@ fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize
     for c in claims {
         let claim = &c.node_claim;
         // A claim whose node registered is an existing node now.
-        if !claim.node_name.is_empty() && input.nodes.iter().any(|n| n.node.name == claim.node_name)
+        if !claim.node_name.is_empty()
+            && let Some(&bin) = node_bins.get(claim.node_name.as_str())
         {
+            in_flight.push((bin, c));
             continue;
         }
         let mut free = in_flight_allocatable(claim, types_of(&claim.node_pool));
         let capacity = free.clone();
         pod::sub(&mut free, &claim.requests);
-        for key in &c.pods {
-            nominated.insert(key.clone(), bins.len());
+        for p in &c.pods {
+            nominated.insert(p.key.clone(), bins.len());
         }
+        in_flight.push((bins.len(), c));
         let mut reqs = Requirements::from_requirements(&claim.requirements);
         for (k, v) in &claim.labels {
             reqs.add(k, ValueSet::one_of([v.clone()]));
@@ -600,7 +620,11 @@ fn prepare_bins(input: &SchedulingInput) -> (Vec<Bin>, BTreeMap<ObjectKey, usize
             domain_ids: Vec::new(),
         });
     }
-    (bins, nominated)
+    Bins {
+        bins,
+        nominated,
+        in_flight,
+    }
 }
 
 // ---- the solve ----------------------------------------------------------------------------------------
@@ -796,7 +820,11 @@ fn input_spread(p: &Pod, c: &Constraint, key: &str) -> (bool, bool) {
 pub fn solve(input: &SchedulingInput) -> Plan {
     let started = Instant::now();
     let pools = prepare_pools(input);
-    let (bins, nominated) = prepare_bins(input);
+    let Bins {
+        bins,
+        nominated,
+        in_flight,
+    } = prepare_bins(input);
 
     let mut placements = Vec::new();
     let unschedulable = Vec::new();
@@ -830,12 +858,32 @@ pub fn solve(input: &SchedulingInput) -> Plan {
         })
         .collect();
 
+    // Pods nominated to in-flight claims run there as surely as bound pods run on their
+    // nodes: they count in topology on their claim's bin. A pod also being placed in this
+    // solve (nominated to a claim whose node registered, hence pending again) counts where
+    // it is placed instead, and a bound pod counts on its node.
+    let solving: BTreeSet<&ObjectKey> = if in_flight.iter().any(|(b, _)| bins[*b].node.is_some()) {
+        pending.iter().map(|&i| &input.pods[i].key).collect()
+    } else {
+        BTreeSet::new()
+    };
+    let in_flight_pods: Vec<(usize, &Pod)> = in_flight
+        .iter()
+        .flat_map(|&(b, c)| c.pods.iter().map(move |p| (b, p)))
+        .filter(|(_, p)| {
+            p.node_name.is_none()
+                && !matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed)
+                && !solving.contains(&p.key)
+        })
+        .collect();
+
     // Classes: pods with identical scheduling needs.
     let selector_keys = selector_keys(
         pending
             .iter()
             .map(|&i| &input.pods[i])
-            .chain(input.nodes.iter().flat_map(|n| &n.pods)),
+            .chain(input.nodes.iter().flat_map(|n| &n.pods))
+            .chain(in_flight_pods.iter().map(|&(_, p)| p)),
     );
     let mut by_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for &i in &pending {
@@ -934,13 +982,18 @@ pub fn solve(input: &SchedulingInput) -> Plan {
             }
         }
     }
-    // Pods already running count in every topology group they match, and their own
-    // anti-affinity excludes pods from their domains.
-    let running_anti = input.nodes.iter().flat_map(|n| &n.pods).any(|p| {
-        p.pod_anti_affinity
-            .as_ref()
-            .is_some_and(|a| !a.required.is_empty())
-    });
+    // Pods already running, or nominated to in-flight claims, count in every topology group
+    // they match, and their own anti-affinity excludes pods from their domains.
+    let running_anti = input
+        .nodes
+        .iter()
+        .flat_map(|n| &n.pods)
+        .chain(in_flight_pods.iter().map(|&(_, p)| p))
+        .any(|p| {
+            p.pod_anti_affinity
+                .as_ref()
+                .is_some_and(|a| !a.required.is_empty())
+        });
     let track = !topo.groups.is_empty() || running_anti;
     if track {
         for b in &bins {
@@ -953,6 +1006,13 @@ pub fn solve(input: &SchedulingInput) -> Plan {
                     record_on_bin(&mut topo, p, &input.namespaces, b);
                 }
             }
+        }
+        // A claim counts its pods in the domains it pins (its labels, its single-valued
+        // requirements, its own hostname). A key it leaves open (a zone EC2 picks at launch)
+        // counts them nowhere until the watcher reports the claim with the label, as a node
+        // without the label would: see docs/scheduler.md.
+        for &(b, p) in &in_flight_pods {
+            record_on_bin(&mut topo, p, &input.namespaces, &bins[b]);
         }
     }
 

@@ -177,3 +177,69 @@ fn broken_topology() {
     flags(&inp, &plan, "shares kubernetes.io/hostname");
     flags(&inp, &plan, "breaks spread on topology.kubernetes.io/zone");
 }
+
+#[test]
+fn topology_counts_pods_nominated_to_in_flight_claims() {
+    let sel = LabelSelector {
+        match_labels: [("app".to_owned(), "web".to_owned())].into(),
+        match_expressions: vec![],
+    };
+    let web = |name: &str| {
+        let mut p = pod(name, 500, gib(1));
+        p.labels.insert("app".into(), "web".into());
+        p.topology_spread = vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: labels::TOPOLOGY_ZONE.into(),
+            when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+            label_selector: Some(sel.clone()),
+            min_domains: None,
+            match_label_keys: vec![],
+            node_affinity_policy: NodeInclusionPolicy::Honor,
+            node_taints_policy: NodeInclusionPolicy::Ignore,
+        }];
+        p
+    };
+    let mut loner = pod("loner", 500, gib(1));
+    loner.pod_anti_affinity = Some(PodAffinity {
+        required: vec![PodAffinityTerm {
+            label_selector: Some(sel.clone()),
+            topology_key: labels::TOPOLOGY_ZONE.into(),
+            ..Default::default()
+        }],
+        preferred: vec![],
+    });
+    let claim_in = |name: &str, zone: &str, pods: Vec<Pod>| {
+        let mut c = NodeClaim::new(name, "default", node_class());
+        c.requirements = vec![Requirement::new(
+            labels::TOPOLOGY_ZONE,
+            Operator::In,
+            &[zone],
+        )];
+        c.labels.insert(labels::TOPOLOGY_ZONE.into(), zone.into());
+        in_flight(c, pods)
+    };
+    let mut inp = input(vec![pool("default")], vec![web("web-2")]);
+    inp.node_claims = vec![
+        claim_in("default-a", ZONES[0], vec![web("web-0")]),
+        claim_in("default-b", ZONES[1], vec![web("web-1")]),
+    ];
+    let mut plan = solver::solve(&inp);
+    assert_eq!(check(&inp, &plan), Vec::<String>::new());
+    // The third replica beside the first: a is at 2 while c is empty.
+    let new = &mut plan.new_node_claims[0];
+    new.labels
+        .insert(labels::TOPOLOGY_ZONE.into(), ZONES[0].into());
+    flags(
+        &inp,
+        &plan,
+        "breaks spread on topology.kubernetes.io/zone: 2 in us-east-1a",
+    );
+    // A nominated pod's anti-affinity excludes its zone.
+    inp.node_claims
+        .push(claim_in("default-c", ZONES[0], vec![loner]));
+    flags(
+        &inp,
+        &plan,
+        "placed where pod default/loner's anti-affinity",
+    );
+}

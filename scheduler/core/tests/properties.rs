@@ -4,9 +4,11 @@
 mod common;
 
 use berth_scheduler_core::checker::check;
+use berth_scheduler_core::cluster::node_claim_for;
 use berth_scheduler_core::labels;
 use berth_scheduler_core::model::*;
 use berth_scheduler_core::solver;
+use berth_scheduler_core::sync::NominationTarget;
 use common::*;
 use proptest::prelude::*;
 
@@ -245,5 +247,39 @@ proptest! {
             prop_assert!(!u.reason.is_empty());
         }
         prop_assert_eq!(plan.stats.pods, plan.stats.placed_on_nodes + plan.stats.placed_on_in_flight + plan.stats.placed_on_new + plan.stats.unschedulable);
+    }
+
+    /// A second batch arrives while the first one's claims are in flight: the pods nominated
+    /// to them count in topology (the checker counts them too), and none is placed again.
+    #[test]
+    fn a_batch_beside_claims_in_flight_passes_the_checker(inp in arb_input(), split in 0..100usize) {
+        let mut first = inp.clone();
+        let later = first.pods.split_off(split % (first.pods.len() + 1));
+        let plan = solver::solve(&first);
+        prop_assert!(check(&first, &plan).is_empty());
+        let mut second = first.clone();
+        second.pods = later;
+        let pods: std::collections::BTreeMap<ObjectKey, Pod> =
+            first.pods.iter().map(|p| (p.key.clone(), p.clone())).collect();
+        for pl in &plan.placements {
+            if let NominationTarget::Node(n) = &pl.target {
+                let node = second.nodes.iter_mut().find(|x| &x.node.name == n).unwrap();
+                let mut p = pods[&pl.pod].clone();
+                p.node_name = Some(n.clone());
+                p.phase = PodPhase::Running;
+                node.pods.push(p);
+            }
+        }
+        for (i, new) in plan.new_node_claims.iter().enumerate() {
+            let np = &first.node_pools.iter().find(|p| p.node_pool.name == new.node_pool).unwrap().node_pool;
+            let claim = node_claim_for(new, np, &format!("{}-{i}", np.name), first.now);
+            second.node_claims.push(in_flight(claim, new.pods.iter().map(|k| pods[k].clone()).collect()));
+        }
+        // The pods nothing could host are still pending.
+        second.pods.extend(plan.unschedulable.iter().map(|u| pods[&u.pod].clone()));
+        let plan = solver::solve(&second);
+        let violations = check(&second, &plan);
+        prop_assert!(violations.is_empty(), "{violations:#?}");
+        prop_assert_eq!(plan.stats.pods, second.pods.len());
     }
 }

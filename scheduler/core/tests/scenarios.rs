@@ -829,8 +829,8 @@ fn pods_nominated_to_in_flight_claims_stay_there() {
     claim.requests = Resources::new().with(resource::CPU, 3000);
     let mut p = pod("a", 3000, gib(1));
     p.nominated_node_claim = Some("default-abc".into());
-    let mut inp = input(vec![pool("default")], vec![p]);
-    inp.node_claims = vec![in_flight(claim, vec![ObjectKey::new("default", "a")])];
+    let mut inp = input(vec![pool("default")], vec![p.clone()]);
+    inp.node_claims = vec![in_flight(claim, vec![p])];
     let plan = solve(&inp);
     assert!(
         plan.new_node_claims.is_empty(),

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use berth_scheduler_core::labels;
 use berth_scheduler_core::model::*;
-use berth_scheduler_core::solver::Plan;
+use berth_scheduler_core::solver::{self, Plan};
+use berth_scheduler_core::sync::NominationTarget;
 use common::*;
 
 fn app(name: &str, app: &str) -> Pod {
@@ -745,4 +746,112 @@ fn pods_selected_by_zone_anti_affinity_get_a_pinned_zone_apart_from_it() {
         let web = zone_of(&format!("web-{i}")).expect("a selected pod's zone is pinned");
         assert_ne!(web, loner_zone);
     }
+}
+
+/// An in-flight claim of pool default pinned to `zone`, with the pods nominated to it.
+fn claim_in(name: &str, zone: &str, pods: Vec<Pod>) -> solver::InFlightClaim {
+    let mut claim = NodeClaim::new(name, "default", node_class());
+    claim.requirements = vec![
+        Requirement::new(labels::TOPOLOGY_ZONE, Operator::In, &[zone]),
+        Requirement::new(labels::INSTANCE_TYPE, Operator::In, &["m5.xlarge"]),
+    ];
+    claim
+        .labels
+        .insert(labels::TOPOLOGY_ZONE.into(), zone.into());
+    claim.requests = Resources::new()
+        .with(resource::CPU, 500 * pods.len() as i64)
+        .with(resource::MEMORY, gib(pods.len() as i64));
+    in_flight(claim, pods)
+}
+
+#[test]
+fn zone_spread_counts_pods_nominated_to_in_flight_claims() {
+    let web = spread_pods(
+        3,
+        labels::TOPOLOGY_ZONE,
+        1,
+        WhenUnsatisfiable::DoNotSchedule,
+    );
+    // web-0 and web-1 are nominated to claims in a and b; web-2 waits. Whether the caller
+    // also lists the nominated pods among the pods to place (they stay placed) or not, they
+    // count once.
+    for listed in [false, true] {
+        let mut pods = vec![web[2].clone()];
+        if listed {
+            pods.extend(web[..2].iter().cloned());
+        }
+        let mut inp = input(vec![pool("default")], pods);
+        inp.node_claims = vec![
+            claim_in("default-a", ZONES[0], vec![web[0].clone()]),
+            claim_in("default-b", ZONES[1], vec![web[1].clone()]),
+        ];
+        let plan = solve(&inp);
+        assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+        assert_eq!(
+            per_zone(&plan),
+            [(ZONES[2].into(), 1)].into(),
+            "listed: {listed}"
+        );
+        assert_eq!(plan.placements.len(), if listed { 2 } else { 0 });
+    }
+}
+
+#[test]
+fn anti_affinity_of_pods_nominated_to_in_flight_claims_holds_both_ways() {
+    let mut loner = app("loner", "db");
+    loner.pod_anti_affinity = Some(PodAffinity {
+        required: vec![term(labels::TOPOLOGY_ZONE, "web")],
+        preferred: vec![],
+    });
+    let mut solo = app("solo", "solo");
+    solo.pod_anti_affinity = Some(PodAffinity {
+        required: vec![term(labels::TOPOLOGY_ZONE, "solo")],
+        preferred: vec![],
+    });
+    let mut other = solo.clone();
+    other.key = ObjectKey::new("default", "solo-2");
+    let mut inp = input(vec![pool("default")], vec![app("web-0", "web"), other]);
+    inp.node_claims = vec![
+        claim_in("default-a", ZONES[0], vec![loner]),
+        claim_in("default-b", ZONES[1], vec![solo]),
+    ];
+    let plan = solve(&inp);
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    // Each may join the other's claim, never the one its anti-affinity rules out.
+    let zone_of = |name: &str| match plan.placements.iter().find(|p| p.pod.name == name) {
+        Some(p) => match &p.target {
+            NominationTarget::NodeClaim(c) if c == "default-a" => Some(ZONES[0].to_owned()),
+            NominationTarget::NodeClaim(c) if c == "default-b" => Some(ZONES[1].to_owned()),
+            t => panic!("{name} placed on {t:?}"),
+        },
+        None => claim_of(&plan, name)
+            .labels
+            .get(labels::TOPOLOGY_ZONE)
+            .cloned(),
+    };
+    let web = zone_of("web-0").expect("web-0's zone is pinned");
+    assert_ne!(
+        web, ZONES[0],
+        "web-0 went where loner's anti-affinity excludes it"
+    );
+    let solo = zone_of("solo-2").expect("solo-2's zone is pinned");
+    assert_ne!(solo, ZONES[1], "solo-2 shares a zone with solo");
+}
+
+#[test]
+fn affinity_follows_pods_nominated_to_in_flight_claims() {
+    let mut p = app("client", "client");
+    p.pod_affinity = Some(PodAffinity {
+        required: vec![term(labels::TOPOLOGY_ZONE, "db")],
+        preferred: vec![],
+    });
+    let mut inp = input(vec![pool("default")], vec![p]);
+    inp.node_claims = vec![claim_in("default-b", ZONES[1], vec![app("db", "db")])];
+    let plan = solve(&inp);
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    // The claim has room: the client joins it.
+    assert_eq!(
+        plan.placements[0].target,
+        NominationTarget::NodeClaim("default-b".into())
+    );
 }

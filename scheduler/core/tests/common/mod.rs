@@ -327,7 +327,8 @@ pub fn existing(node: Node, pods: Vec<Pod>) -> ExistingNode {
     ExistingNode { node, pods }
 }
 
-pub fn in_flight(claim: NodeClaim, pods: Vec<ObjectKey>) -> InFlightClaim {
+/// An in-flight claim with the pods nominated to it.
+pub fn in_flight(claim: NodeClaim, pods: Vec<Pod>) -> InFlightClaim {
     InFlightClaim {
         node_claim: claim,
         pods,
