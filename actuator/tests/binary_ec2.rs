@@ -24,23 +24,6 @@ impl Drop for Actuator {
     }
 }
 
-const NODE_CLASSES: &str = r#"
-apiVersion: karpenter.k8s.aws/v1
-kind: EC2NodeClass
-metadata:
-  name: default
-spec:
-  role: KarpenterNodeRole-ci
-  amiSelectorTerms:
-    - alias: al2023@latest
-  subnetSelectorTerms:
-    - tags:
-        karpenter.sh/discovery: ci
-  securityGroupSelectorTerms:
-    - tags:
-        karpenter.sh/discovery: ci
-"#;
-
 /// Starts the binary and reads the gRPC address from its first JSON log line that has it.
 fn spawn(endpoint: &str, node_classes: &std::path::Path) -> (Actuator, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth-actuator"))
@@ -118,7 +101,7 @@ async fn the_binary_launches_lists_and_terminates_on_ec2_and_stops_on_sigterm() 
     let dir = std::env::temp_dir().join(format!("berth-bin-ec2-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let classes = dir.join("classes.yaml");
-    std::fs::write(&classes, NODE_CLASSES).unwrap();
+    std::fs::write(&classes, common::NODE_CLASS).unwrap();
     let (mut actuator, grpc) = spawn(&f.moto.endpoint, &classes);
     let mut client = CloudProviderClient::connect(format!("http://{grpc}"))
         .await

@@ -110,13 +110,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
 }
 
 async fn play(o: Options) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::init_logs("error");
     let catalog = crate::read_catalog(o.catalog.as_deref())?;
     let mut manifests = Vec::new();
     for text in SEED {

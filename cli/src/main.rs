@@ -256,6 +256,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Logs of the services running in this process go to stderr, at `BERTH_LOG` or `default`.
+pub fn init_logs(default: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// The catalog at `path` (`--catalog`), or the built-in one.
 pub fn read_catalog(path: Option<&std::path::Path>) -> anyhow::Result<berth_catalog::Catalog> {
     match path {

@@ -71,13 +71,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
 }
 
 async fn serve(options: Options) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::init_logs("warn");
     // Read everything first: a bad file stops the sandbox before anything starts.
     let manifests = read_manifests(&options.files)?;
     let stack = Stack::start(StackOptions {

@@ -13,23 +13,9 @@ pub mod moto;
 /// The cluster name the actuator tags its instances with (`kubernetes.io/cluster/<name>`).
 pub const CLUSTER_NAME: &str = "berth-it";
 
-/// An EC2NodeClass named like the seed's (the seed's default NodePool refers to it), whose
+/// The EC2NodeClass, named like the seed's (the seed's default NodePool refers to it), whose
 /// selectors match what the moto fixture tagged.
-pub const NODE_CLASS: &str = "apiVersion: karpenter.k8s.aws/v1
-kind: EC2NodeClass
-metadata:
-  name: default
-spec:
-  role: KarpenterNodeRole-ci
-  amiSelectorTerms:
-    - alias: al2023@latest
-  subnetSelectorTerms:
-    - tags:
-        karpenter.sh/discovery: ci
-  securityGroupSelectorTerms:
-    - tags:
-        karpenter.sh/discovery: ci
-";
+pub use moto::NODE_CLASS;
 
 /// The manifests of an EC2 scenario: the node class above and the seed's default NodePool
 /// (t3 medium/large/xlarge, on-demand).

@@ -40,13 +40,29 @@ pub struct Cluster {
     pub url: String,
     pub kubeconfig: PathBuf,
     pub server: ApiServer,
+    /// The API server's objects, for reads too large to go through HTTP each time.
+    pub store: Store,
     pub client: kube::Client,
     stop: tokio::sync::watch::Sender<bool>,
     dir: PathBuf,
 }
 
 impl Cluster {
+    /// Boot delay 2 s, pods start 200 ms after binding.
     pub async fn start(name: &str, manifests: &[&str]) -> Self {
+        Self::start_with(
+            name,
+            manifests,
+            ClusterOptions {
+                boot_delay: Duration::from_secs(2),
+                pod_start_delay: Duration::from_millis(200),
+                ..ClusterOptions::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn start_with(name: &str, manifests: &[&str], options: ClusterOptions) -> Self {
         let dir = std::env::temp_dir().join(format!("berth-it-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let clock: Arc<dyn Fn() -> SystemTime + Send + Sync> = Arc::new(SystemTime::now);
@@ -77,15 +93,7 @@ impl Cluster {
         let url = format!("http://{addr}");
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(&kubeconfig, berth_sim::server::kubeconfig(&url)).unwrap();
-        let controllers = Controllers::new(
-            store,
-            clock,
-            ClusterOptions {
-                boot_delay: Duration::from_secs(2),
-                pod_start_delay: Duration::from_millis(200),
-                ..ClusterOptions::default()
-            },
-        );
+        let controllers = Controllers::new(store.clone(), clock, options);
         tokio::spawn(controllers.run(stopped));
         let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
@@ -96,6 +104,7 @@ impl Cluster {
             url,
             kubeconfig,
             server,
+            store,
             client,
             stop,
             dir,
@@ -135,6 +144,8 @@ pub struct Service {
     pub child: Child,
     /// The gRPC address it logged, if it serves gRPC.
     pub grpc: Option<String>,
+    /// The admin (metrics, health) address it logged.
+    pub admin: Option<String>,
 }
 
 impl Service {
@@ -167,17 +178,17 @@ impl Service {
                 if !sent && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     let msg = v["fields"]["message"].as_str().unwrap_or_default();
                     if msg.contains("serving") || msg.contains("running") {
-                        let grpc = v["fields"]["grpc"].as_str().map(str::to_owned);
-                        let _ = tx.send(grpc);
+                        let field = |k: &str| v["fields"][k].as_str().map(str::to_owned);
+                        let _ = tx.send((field("grpc"), field("admin")));
                         sent = true;
                     }
                 }
             }
         });
-        let grpc = rx
+        let (grpc, admin) = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("{name} did not start"));
-        Self { child, grpc }
+        Self { child, grpc, admin }
     }
 
     pub fn url(&self) -> String {

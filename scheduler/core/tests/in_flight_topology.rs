@@ -120,19 +120,6 @@ impl Scheduler {
     }
 }
 
-fn app(name: &str, app: &str) -> Pod {
-    let mut p = pod(name, 500, gib(1));
-    p.labels.insert("app".into(), app.into());
-    p
-}
-
-fn selector(app: &str) -> LabelSelector {
-    LabelSelector {
-        match_labels: [("app".to_owned(), app.to_owned())].into(),
-        match_expressions: vec![],
-    }
-}
-
 fn term(key: &str, app: &str) -> PodAffinityTerm {
     PodAffinityTerm {
         label_selector: Some(selector(app)),

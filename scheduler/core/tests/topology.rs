@@ -10,19 +10,6 @@ use berth_scheduler_core::solver::{self, Plan};
 use berth_scheduler_core::sync::NominationTarget;
 use common::*;
 
-fn app(name: &str, app: &str) -> Pod {
-    let mut p = pod(name, 500, gib(1));
-    p.labels.insert("app".into(), app.into());
-    p
-}
-
-fn selector(app: &str) -> LabelSelector {
-    LabelSelector {
-        match_labels: [("app".to_owned(), app.to_owned())].into(),
-        match_expressions: vec![],
-    }
-}
-
 fn spread(
     key: &str,
     max_skew: i32,

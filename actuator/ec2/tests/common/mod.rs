@@ -48,6 +48,24 @@ for line in sys.stdin:
 server.stop()
 "#;
 
+/// An EC2NodeClass named `default` whose selectors match what [`fixture`] tags
+/// (`karpenter.sh/discovery: ci`), with the role the tests create.
+pub const NODE_CLASS: &str = "apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata:
+  name: default
+spec:
+  role: KarpenterNodeRole-ci
+  amiSelectorTerms:
+    - alias: al2023@latest
+  subnetSelectorTerms:
+    - tags:
+        karpenter.sh/discovery: ci
+  securityGroupSelectorTerms:
+    - tags:
+        karpenter.sh/discovery: ci
+";
+
 pub const AL2023_X86: &str =
     "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard/recommended/image_id";
 

@@ -365,3 +365,18 @@ pub fn claim_of<'a>(plan: &'a Plan, name: &str) -> &'a solver::NewNodeClaim {
 pub fn option_names(c: &solver::NewNodeClaim) -> Vec<&str> {
     c.instance_types.iter().map(|o| o.name.as_str()).collect()
 }
+
+/// A 500m/1Gi pod labelled `app=<app>`.
+pub fn app(name: &str, app: &str) -> Pod {
+    let mut p = pod(name, 500, gib(1));
+    p.labels.insert("app".into(), app.into());
+    p
+}
+
+/// Selects `app=<app>`.
+pub fn selector(app: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: [("app".to_owned(), app.to_owned())].into(),
+        match_expressions: vec![],
+    }
+}
