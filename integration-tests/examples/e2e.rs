@@ -96,21 +96,7 @@ async fn main() {
     )
     .await;
     let kc = cluster.kubeconfig.display().to_string();
-    let actuator = Service::spawn(
-        "berth-actuator",
-        &[
-            "--provider",
-            "sim",
-            "--kubeconfig",
-            &kc,
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--sim-boot-delay",
-            "0s",
-        ],
-    );
+    let actuator = common::actuator_booting_in(&cluster, "0s");
     let scheduler = Service::spawn(
         "berth-scheduler",
         &[

@@ -216,7 +216,12 @@ pub struct Berth {
     pub watcher: Service,
 }
 
+/// The actuator on the sim cloud, instances booting in 2 s (the cluster's boot delay).
 pub fn actuator(cluster: &Cluster) -> Service {
+    actuator_booting_in(cluster, "2s")
+}
+
+pub fn actuator_booting_in(cluster: &Cluster, boot_delay: &str) -> Service {
     let kc = cluster.kubeconfig.display().to_string();
     Service::spawn(
         "berth-actuator",
@@ -230,7 +235,7 @@ pub fn actuator(cluster: &Cluster) -> Service {
             "--admin-addr",
             "127.0.0.1:0",
             "--sim-boot-delay",
-            "2s",
+            boot_delay,
             "--lifecycle-interval",
             "1s",
         ],
