@@ -91,13 +91,7 @@ fn node_pool() -> berth_scheduler_core::model::NodePool {
 #[tokio::test]
 async fn the_binary_launches_lists_and_terminates_on_ec2_and_stops_on_sigterm() {
     let f = common::fixture().await;
-    aws_sdk_iam::Client::new(&f.conf)
-        .create_role()
-        .role_name("KarpenterNodeRole-ci")
-        .assume_role_policy_document("{}")
-        .send()
-        .await
-        .unwrap();
+    common::create_node_role(&f.conf).await;
     let dir = std::env::temp_dir().join(format!("berth-bin-ec2-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let classes = dir.join("classes.yaml");

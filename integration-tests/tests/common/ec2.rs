@@ -27,13 +27,7 @@ pub const MANIFESTS: &[&str] = &[
 /// moto with the fixture and the node role the class names.
 pub async fn moto() -> moto::Fixture {
     let f = moto::fixture().await;
-    aws_sdk_iam::Client::new(&f.conf)
-        .create_role()
-        .role_name("KarpenterNodeRole-ci")
-        .assume_role_policy_document("{}")
-        .send()
-        .await
-        .unwrap();
+    moto::create_node_role(&f.conf).await;
     f
 }
 

@@ -66,6 +66,17 @@ spec:
         karpenter.sh/discovery: ci
 ";
 
+/// Creates the IAM role [`NODE_CLASS`] names, so its instance profile can be made.
+pub async fn create_node_role(conf: &aws_config::SdkConfig) {
+    aws_sdk_iam::Client::new(conf)
+        .create_role()
+        .role_name("KarpenterNodeRole-ci")
+        .assume_role_policy_document("{}")
+        .send()
+        .await
+        .unwrap();
+}
+
 pub const AL2023_X86: &str =
     "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard/recommended/image_id";
 
