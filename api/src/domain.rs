@@ -482,6 +482,12 @@ pub fn node(n: &core::Node) -> Result<m::Node> {
             .is_none_or(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
         unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
         deleting: n.metadata.deletion_timestamp.is_some(),
+        do_not_disrupt: n
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(labels::DO_NOT_DISRUPT))
+            .is_some_and(|v| v == "true"),
         created_at: time(n.metadata.creation_timestamp.as_ref()),
     })
 }

@@ -616,6 +616,7 @@ impl From<&m::Node> for p::Node {
             unschedulable: n.unschedulable,
             deleting: n.deleting,
             created_at: Some(time_to(n.created_at)),
+            do_not_disrupt: n.do_not_disrupt,
         }
     }
 }
@@ -634,6 +635,7 @@ fn node_from(n: p::Node, path: &str) -> Result<m::Node> {
         ready: n.ready,
         unschedulable: n.unschedulable,
         deleting: n.deleting,
+        do_not_disrupt: n.do_not_disrupt,
         created_at: time_from(n.created_at, path, "created_at")?,
     })
 }

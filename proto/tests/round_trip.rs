@@ -241,6 +241,7 @@ fn rich_node() -> Node {
         ready: true,
         unschedulable: true,
         deleting: false,
+        do_not_disrupt: true,
         created_at: at(1_700_000_200),
     }
 }

@@ -332,6 +332,9 @@ pub fn node_claim_for(
     let mut claim = NodeClaim::new(name, &pool.name, pool.node_class_ref.clone());
     claim.labels = new.labels.clone();
     claim.annotations = pool.annotations.clone();
+    claim
+        .annotations
+        .extend(crate::disruption::hash_annotations(pool));
     claim.requirements = new.requirements.clone();
     claim.taints = new.taints.clone();
     claim.startup_taints = new.startup_taints.clone();

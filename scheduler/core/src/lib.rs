@@ -22,6 +22,7 @@ pub mod batcher;
 pub mod checker;
 pub mod cloud;
 pub mod cluster;
+pub mod disruption;
 pub mod labels;
 pub mod model;
 pub mod pod;

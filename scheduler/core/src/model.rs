@@ -485,6 +485,8 @@ pub struct Node {
     pub unschedulable: bool,
     /// Has a deletionTimestamp.
     pub deleting: bool,
+    /// Annotated `karpenter.sh/do-not-disrupt: "true"`.
+    pub do_not_disrupt: bool,
     pub created_at: SystemTime,
 }
 

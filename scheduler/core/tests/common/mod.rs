@@ -278,6 +278,7 @@ pub fn node(name: &str, pool: &str, it: &InstanceType, zone: &str) -> Node {
         ready: true,
         unschedulable: false,
         deleting: false,
+        do_not_disrupt: false,
         created_at: SystemTime::UNIX_EPOCH,
     }
 }
