@@ -25,7 +25,7 @@ use crate::execute::Executor;
 use crate::lifecycle::{self, ClaimView, DrainStep, NodeView, PodView, Step};
 use crate::metrics as m;
 use crate::nodeclass::{NodeClassResolver, NodeClasses};
-use crate::store::{Kube, NodeClaimStore, StoreError, kube_error};
+use crate::store::{DisruptionMark, Kube, NodeClaimStore, StoreError, kube_error};
 
 /// What one pass did, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +43,10 @@ pub struct Pass {
     pub orphans_deleted: Vec<String>,
     /// NodeClaims whose unrecorded launch was resumed (found or launched, and recorded).
     pub relaunched: Vec<String>,
+    /// Disruption candidates deleted once their replacements were up.
+    pub disrupted: Vec<String>,
+    /// Disruption decisions given up (claim names).
+    pub disruptions_rolled_back: Vec<String>,
 }
 
 pub struct Lifecycle<P> {
@@ -153,6 +157,14 @@ fn pod_view(p: &Pod) -> PodView {
             .as_ref()
             .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror")),
         deleting: p.metadata.deletion_timestamp.is_some(),
+        // NB: only a pod that runs has work to lose; one bound but not started yet (it
+        // landed as the node was being disrupted) is evicted and scheduled elsewhere.
+        do_not_disrupt: phase == "Running"
+            && p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::DO_NOT_DISRUPT))
+                .is_some_and(|v| v == "true"),
     }
 }
 
@@ -227,8 +239,15 @@ impl<P: CloudProvider> Lifecycle<P> {
         for c in claims {
             let view = claim_view(c);
             let node = by_provider.get(&view.provider_id).copied();
+            let mark = c
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(DisruptionMark::from_annotations);
             let result = if c.metadata.deletion_timestamp.is_some() {
                 self.terminate(c, &view, node, &mut pass).await
+            } else if let Some(mark) = mark {
+                self.disrupt(&view, &mark, node, claims, &mut pass).await
             } else {
                 self.advance(c, &view, node, &mut pass).await
             };
@@ -344,6 +363,100 @@ impl<P: CloudProvider> Lifecycle<P> {
                 tracing::info!(node_claim = %view.name, %reason, "deleting a NodeClaim that never registered");
                 self.store.delete(&view.name).await?;
                 pass.deleted_unregistered.push(view.name.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// A claim recorded in a disruption decision: taint its node, wait for the replacements,
+    /// then delete it (the drain follows), or roll the decision back.
+    async fn disrupt(
+        &self,
+        view: &ClaimView,
+        mark: &DisruptionMark,
+        node: Option<&Node>,
+        claims: &[NodeClaimObject],
+        pass: &mut Pass,
+    ) -> Result<(), StoreError> {
+        let node_name = node.and_then(|n| n.metadata.name.clone());
+        let tainted = node.map(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| t.iter().any(|t| t.key == labels::DISRUPTED_TAINT_KEY))
+        });
+        let emptiness_broken = match (&node_name, mark.method.as_str()) {
+            (Some(n), "Empty") => self
+                .pods
+                .list(&ListParams::default().fields(&format!("spec.nodeName={n}")))
+                .await
+                .map_err(kube_error)?
+                .items
+                .iter()
+                .map(pod_view)
+                .any(|p| !p.daemon_set && !p.mirror && !p.terminal),
+            _ => false,
+        };
+        let replacements: Vec<(String, lifecycle::Replacement)> = mark
+            .replacements
+            .iter()
+            .map(|r| {
+                let state = match claims
+                    .iter()
+                    .find(|c| c.metadata.name.as_deref() == Some(r))
+                {
+                    None => lifecycle::Replacement::Missing,
+                    Some(c)
+                        if c.metadata.deletion_timestamp.is_some()
+                            || c.status.as_ref().is_some_and(|s| {
+                                s.conditions
+                                    .iter()
+                                    .any(|k| k.type_ == "Launched" && k.status == "False")
+                            }) =>
+                    {
+                        lifecycle::Replacement::Failed
+                    }
+                    Some(c) if condition_true(c, "Initialized") => {
+                        lifecycle::Replacement::Initialized
+                    }
+                    Some(_) => lifecycle::Replacement::Pending,
+                };
+                (r.clone(), state)
+            })
+            .collect();
+        match lifecycle::disruption_step(
+            mark.started_at,
+            tainted,
+            emptiness_broken,
+            &replacements,
+            (self.clock)(),
+            self.deadlines,
+        ) {
+            lifecycle::DisruptionStep::Wait => Ok(()),
+            lifecycle::DisruptionStep::Taint => {
+                if let Some(n) = &node_name {
+                    self.exec.taint_disrupted(n).await?;
+                }
+                Ok(())
+            }
+            lifecycle::DisruptionStep::Delete => {
+                tracing::info!(node_claim = %view.name, decision = %mark.id, method = %mark.method, "disrupting: replacements are up, deleting");
+                self.store.delete(&view.name).await?;
+                metrics::counter!(m::DISRUPTION_ACTIONS_TOTAL, "method" => mark.method.clone(), "action" => "deleted").increment(1);
+                pass.disrupted.push(view.name.clone());
+                Ok(())
+            }
+            lifecycle::DisruptionStep::RollBack(reason) => {
+                tracing::warn!(node_claim = %view.name, decision = %mark.id, %reason, "disruption rolled back");
+                if let Some(n) = &node_name {
+                    match self.exec.untaint_disrupted(n).await {
+                        Ok(()) | Err(StoreError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.store.clear_disruption(&view.name, &mark.id).await?;
+                metrics::counter!(m::DISRUPTION_ACTIONS_TOTAL, "method" => mark.method.clone(), "action" => "rolled_back").increment(1);
+                pass.disruptions_rolled_back.push(view.name.clone());
                 Ok(())
             }
         }
@@ -554,6 +667,12 @@ impl<P: CloudProvider> Lifecycle<P> {
             requeue = !(pass.terminated.is_empty()
                 && pass.evicted.is_empty()
                 && pass.eviction_blocked.is_empty())
+                || claims_now.iter().any(|c| {
+                    c.metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key(labels::DISRUPTION_ID))
+                })
                 || claims_now
                     .iter()
                     .any(|c| c.metadata.deletion_timestamp.is_some());

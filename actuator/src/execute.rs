@@ -176,6 +176,23 @@ impl Executor {
         .await
     }
 
+    /// A disruption rolled back: drop `karpenter.sh/disrupted` again.
+    pub async fn untaint_disrupted(&self, node: &str) -> Result<(), StoreError> {
+        self.patch_node(node, &BTreeMap::new(), None, |current| {
+            if !current.iter().any(|t| t.key == labels::DISRUPTED_TAINT_KEY) {
+                return None;
+            }
+            Some(
+                current
+                    .iter()
+                    .filter(|t| t.key != labels::DISRUPTED_TAINT_KEY)
+                    .map(|t| serde_json::to_value(t).expect("taints serialize"))
+                    .collect(),
+            )
+        })
+        .await
+    }
+
     /// Evicts one pod through the Eviction API (which honours PodDisruptionBudgets).
     ///
     /// NB: give the executor a client built with `default_retry = false`, or kube-rs retries a

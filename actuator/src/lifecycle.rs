@@ -206,6 +206,9 @@ pub struct PodView {
     pub mirror: bool,
     /// Already being deleted.
     pub deleting: bool,
+    /// `karpenter.sh/do-not-disrupt: "true"` on a running pod: not evicted; the drain waits
+    /// for it to finish (or for the termination grace period).
+    pub do_not_disrupt: bool,
 }
 
 /// The next step of draining and terminating a NodeClaim being deleted.
@@ -275,7 +278,7 @@ pub fn drain_step(node_taints: Option<&[Taint]>, pods: &[PodView], grace_over: b
         }
         let to_evict: Vec<(String, String)> = group
             .iter()
-            .filter(|p| !p.deleting)
+            .filter(|p| !p.deleting && !p.do_not_disrupt)
             .map(|p| (p.namespace.clone(), p.name.clone()))
             .collect();
         return if to_evict.is_empty() {
@@ -287,9 +290,147 @@ pub fn drain_step(node_taints: Option<&[Taint]>, pods: &[PodView], grace_over: b
     DrainStep::Terminate
 }
 
+/// What became of one replacement of a disruption decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replacement {
+    /// No NodeClaim of that name (never created, or gone).
+    Missing,
+    /// Created, not initialized yet.
+    Pending,
+    /// Its launch failed (`Launched=False`) or it is being deleted.
+    Failed,
+    Initialized,
+}
+
+/// The next step of a NodeClaim recorded in a disruption decision (not deleted yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisruptionStep {
+    /// Taint its node `karpenter.sh/disrupted:NoSchedule` so nothing new lands.
+    Taint,
+    Wait,
+    /// Every replacement is up: delete the claim (the drain and termination follow).
+    Delete,
+    /// Give up: untaint the node and clear the record (the scheduler decides again later).
+    RollBack(String),
+}
+
+/// Karpenter's wait for replacements before it gives a decision up.
+pub const REPLACEMENT_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// The next step of a claim in a disruption decision recorded at `started_at`.
+/// `node_tainted` is `None` when the claim has no node; `emptiness_broken` when the decision
+/// is an emptiness one and a reschedulable pod arrived on the node since.
+pub fn disruption_step(
+    started_at: SystemTime,
+    node_tainted: Option<bool>,
+    emptiness_broken: bool,
+    replacements: &[(String, Replacement)],
+    now: SystemTime,
+    deadlines: Deadlines,
+) -> DisruptionStep {
+    if node_tainted == Some(false) {
+        return DisruptionStep::Taint;
+    }
+    if emptiness_broken {
+        return DisruptionStep::RollBack("a pod arrived on the empty node".into());
+    }
+    let age = now.duration_since(started_at).unwrap_or_default();
+    for (name, r) in replacements {
+        match r {
+            Replacement::Failed => {
+                return DisruptionStep::RollBack(format!("replacement {name} failed"));
+            }
+            // The actuator that recorded the decision died before creating it.
+            Replacement::Missing if age >= deadlines.launch_grace => {
+                return DisruptionStep::RollBack(format!("replacement {name} was never created"));
+            }
+            Replacement::Missing | Replacement::Pending if age >= REPLACEMENT_TTL => {
+                return DisruptionStep::RollBack(format!(
+                    "replacement {name} not initialized within {}s",
+                    REPLACEMENT_TTL.as_secs()
+                ));
+            }
+            _ => {}
+        }
+    }
+    if replacements
+        .iter()
+        .all(|(_, r)| *r == Replacement::Initialized)
+    {
+        DisruptionStep::Delete
+    } else {
+        DisruptionStep::Wait
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disruption_taints_waits_for_its_replacements_then_deletes() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let d = Deadlines::default();
+        let up = |r| vec![("r1".to_owned(), r)];
+        assert_eq!(
+            disruption_step(t, Some(false), false, &up(Replacement::Pending), t, d),
+            DisruptionStep::Taint
+        );
+        assert_eq!(
+            disruption_step(t, Some(true), false, &up(Replacement::Pending), t, d),
+            DisruptionStep::Wait
+        );
+        assert_eq!(
+            disruption_step(t, Some(true), false, &up(Replacement::Initialized), t, d),
+            DisruptionStep::Delete
+        );
+        // No replacement (emptiness): delete at once; unless a pod arrived.
+        assert_eq!(
+            disruption_step(t, Some(true), false, &[], t, d),
+            DisruptionStep::Delete
+        );
+        assert!(matches!(
+            disruption_step(t, Some(true), true, &[], t, d),
+            DisruptionStep::RollBack(_)
+        ));
+        // A replacement that failed, was never created, or never came up: roll back.
+        assert!(matches!(
+            disruption_step(t, Some(true), false, &up(Replacement::Failed), t, d),
+            DisruptionStep::RollBack(_)
+        ));
+        assert_eq!(
+            disruption_step(t, Some(true), false, &up(Replacement::Missing), t, d),
+            DisruptionStep::Wait
+        );
+        assert!(matches!(
+            disruption_step(t, Some(true), false, &up(Replacement::Missing), t + d.launch_grace, d),
+            DisruptionStep::RollBack(m) if m.contains("never created")
+        ));
+        assert!(matches!(
+            disruption_step(t, Some(true), false, &up(Replacement::Pending), t + REPLACEMENT_TTL, d),
+            DisruptionStep::RollBack(m) if m.contains("not initialized")
+        ));
+    }
+
+    #[test]
+    fn the_drain_waits_for_do_not_disrupt_pods_until_the_grace_period() {
+        let tainted = [disrupted_taint()];
+        let mut build = pod("build", false, false);
+        build.do_not_disrupt = true;
+        let pods = [build, pod("web", false, false)];
+        assert_eq!(
+            drain_step(Some(&tainted), &pods, false),
+            DrainStep::Evict(keys(&["web"]))
+        );
+        assert_eq!(
+            drain_step(Some(&tainted), &pods[..1], false),
+            DrainStep::WaitForPods
+        );
+        assert_eq!(
+            drain_step(Some(&tainted), &pods[..1], true),
+            DrainStep::Delete(keys(&["build"]))
+        );
+    }
 
     fn t0() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)
@@ -460,6 +601,7 @@ mod tests {
             terminal: false,
             mirror: false,
             deleting: false,
+            do_not_disrupt: false,
         }
     }
 

@@ -23,6 +23,9 @@ pub const EVICTIONS_TOTAL: &str = "berth_actuator_evictions_total";
 pub const DRAIN_DURATION_SECONDS: &str = "berth_actuator_drain_duration_seconds";
 /// Counter: garbage-collection actions, by `action` (`terminate_instance`, `delete_claim`).
 pub const GC_ACTIONS_TOTAL: &str = "berth_actuator_gc_actions_total";
+/// Counter: disruption steps the lifecycle took, by `method` (`Expired`, `Drifted`, `Empty`,
+/// `Underutilized`) and `action` (`recorded`, `deleted`, `rolled_back`).
+pub const DISRUPTION_ACTIONS_TOTAL: &str = "berth_actuator_disruption_actions_total";
 /// Histogram: seconds per gRPC call, by `method` and `code`.
 pub const RPC_DURATION_SECONDS: &str = "berth_actuator_rpc_duration_seconds";
 
@@ -57,6 +60,10 @@ pub fn describe() {
     describe_counter!(LAUNCHES_TOTAL, "Instances launched");
     describe_counter!(LAUNCH_FAILURES_TOTAL, "Launches that failed, by reason");
     describe_counter!(TERMINATIONS_TOTAL, "Instance terminations");
+    describe_counter!(
+        DISRUPTION_ACTIONS_TOTAL,
+        "Disruption decisions recorded, carried out (candidate deleted) and rolled back"
+    );
     describe_gauge!(
         UNAVAILABLE_OFFERINGS,
         "Offerings hidden after an insufficient-capacity error"

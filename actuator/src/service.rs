@@ -11,7 +11,7 @@ use berth_scheduler_core::model::{NodeClaim, NodePool};
 use tonic::{Request, Response, Status};
 
 use crate::metrics as m;
-use crate::store::{NodeClaimStore, StoreError};
+use crate::store::{DisruptionMark, NodeClaimStore, StoreError};
 
 /// Serves `provider` and writes NodeClaims to `store`.
 #[derive(Debug, Clone)]
@@ -43,6 +43,7 @@ fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::NotFound(name) => Status::not_found(format!("NodeClaim {name} not found")),
         StoreError::Unavailable(m) => Status::unavailable(m),
+        StoreError::Conflict(m) => Status::failed_precondition(m),
     }
 }
 
@@ -109,6 +110,80 @@ impl<P: CloudProvider, S: NodeClaimStore> CloudService<P, S> {
             }),
             Err(crate::launch::LaunchError::Cloud(e)) => Err(to_status(&e)),
             Err(crate::launch::LaunchError::Store(e)) => Err(store_status(e)),
+        }
+    }
+
+    async fn do_disrupt(&self, r: pb::DisruptRequest) -> Result<pb::DisruptResponse, Status> {
+        let command: berth_scheduler_core::disruption::Command = r.try_into()?;
+        if !self.drained {
+            return Err(Status::failed_precondition(
+                "disruption needs the lifecycle controller (an actuator with a Kubernetes cluster)",
+            ));
+        }
+        for (i, c) in command.replacements.iter().enumerate() {
+            if c.name.is_empty() {
+                return Err(to_status(&CloudError::InvalidArgument {
+                    field: format!("replacements[{i}].name"),
+                    message: "required".to_owned(),
+                }));
+            }
+        }
+        let mark = DisruptionMark {
+            id: command.id.clone(),
+            method: command.method.as_str().to_owned(),
+            replacements: command
+                .replacements
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
+            started_at: std::time::SystemTime::now(),
+        };
+        // Recorded first: from here on the decision survives a crash (the lifecycle carries
+        // it on, or rolls it back when its replacements never appear).
+        let mut marked = Vec::new();
+        for name in &command.node_claims {
+            if let Err(e) = self.store.mark_disruption(name, &mark).await {
+                self.roll_back(&marked, &command.id).await;
+                return Err(store_status(e));
+            }
+            marked.push(name.clone());
+        }
+        let launches = command.replacements.iter().map(|claim| async move {
+            self.store.create(claim).await.map_err(store_status)?;
+            match crate::launch::launch(&self.provider, &self.store, claim).await {
+                Ok(_) => Ok(()),
+                Err(crate::launch::LaunchError::Cloud(e)) => Err(to_status(&e)),
+                Err(crate::launch::LaunchError::Store(e)) => Err(store_status(e)),
+            }
+        });
+        if let Some(e) = futures::future::join_all(launches)
+            .await
+            .into_iter()
+            .find_map(Result::err)
+        {
+            self.roll_back(&marked, &command.id).await;
+            return Err(e);
+        }
+        metrics::counter!(m::DISRUPTION_ACTIONS_TOTAL, "method" => command.method.as_str(), "action" => "recorded").increment(1);
+        tracing::info!(
+            decision = %command.id,
+            method = command.method.as_str(),
+            node_claims = ?command.node_claims,
+            replacements = ?mark.replacements,
+            savings_per_hour = command.savings_per_hour,
+            reason = %command.reason,
+            "disruption recorded"
+        );
+        Ok(pb::DisruptResponse {})
+    }
+
+    /// Clears a decision's record from the claims it was written on (best effort: the
+    /// lifecycle rolls back a decision whose replacements never appear anyway).
+    async fn roll_back(&self, claims: &[String], id: &str) {
+        for name in claims {
+            if let Err(e) = self.store.clear_disruption(name, id).await {
+                tracing::warn!(node_claim = %name, decision = %id, error = %e, "clearing a disruption record");
+            }
         }
     }
 
@@ -206,6 +281,22 @@ impl<P: CloudProvider + Clone, S: NodeClaimStore + Clone> CloudProviderRpc for C
         let started = Instant::now();
         let out = self.do_terminate(request.into_inner()).await;
         observe("Terminate", started, &out);
+        out.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn disrupt(
+        &self,
+        request: Request<pb::DisruptRequest>,
+    ) -> Result<Response<pb::DisruptResponse>, Status> {
+        let started = Instant::now();
+        // As a launch: carried to its end when the caller goes away.
+        let this = self.clone();
+        let request = request.into_inner();
+        let out = tokio::spawn(async move { this.do_disrupt(request).await })
+            .await
+            .unwrap_or_else(|e| Err(Status::internal(format!("the disruption task failed: {e}"))));
+        observe("Disrupt", started, &out);
         out.map(Response::new)
     }
 

@@ -15,6 +15,68 @@ pub enum StoreError {
     NotFound(String),
     #[error("NodeClaim store unavailable: {0}")]
     Unavailable(String),
+    /// The NodeClaim is in a state the request cannot apply to (being deleted, in another
+    /// disruption decision).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// A disruption decision as recorded on each of its candidate NodeClaims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisruptionMark {
+    pub id: String,
+    pub method: String,
+    pub replacements: Vec<String>,
+    pub started_at: std::time::SystemTime,
+}
+
+impl DisruptionMark {
+    /// As annotations.
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        let started: k8s_openapi::jiff::Timestamp = self
+            .started_at
+            .try_into()
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        [
+            (labels::DISRUPTION_ID.to_owned(), self.id.clone()),
+            (labels::DISRUPTION_METHOD.to_owned(), self.method.clone()),
+            (
+                labels::DISRUPTION_REPLACEMENTS.to_owned(),
+                self.replacements.join(","),
+            ),
+            (labels::DISRUPTION_STARTED.to_owned(), started.to_string()),
+        ]
+        .into()
+    }
+
+    /// From a NodeClaim's annotations; `None` when it is in no decision.
+    pub fn from_annotations(a: &BTreeMap<String, String>) -> Option<Self> {
+        let id = a.get(labels::DISRUPTION_ID)?.clone();
+        let started_at = a
+            .get(labels::DISRUPTION_STARTED)
+            .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .map_or(
+                std::time::SystemTime::UNIX_EPOCH,
+                std::time::SystemTime::from,
+            );
+        Some(Self {
+            id,
+            method: a
+                .get(labels::DISRUPTION_METHOD)
+                .cloned()
+                .unwrap_or_default(),
+            replacements: a
+                .get(labels::DISRUPTION_REPLACEMENTS)
+                .map(|r| {
+                    r.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            started_at,
+        })
+    }
 }
 
 /// The NodeClaim writes the actuator makes.
@@ -43,6 +105,19 @@ pub trait NodeClaimStore: Send + Sync + 'static {
     fn finalize(&self, name: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Whether the NodeClaim still exists (being deleted counts).
     fn exists(&self, name: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Records `mark` on the NodeClaim. Idempotent for the same decision id; `Conflict` when
+    /// the claim is being deleted or already in another decision, `NotFound` when gone.
+    fn mark_disruption(
+        &self,
+        name: &str,
+        mark: &DisruptionMark,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Removes the record of decision `id` (a rollback); nothing when it is not there.
+    fn clear_disruption(
+        &self,
+        name: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A NodeClaim as [`Memory`] keeps it.
@@ -136,6 +211,47 @@ impl NodeClaimStore for Memory {
 
     async fn exists(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self.lock().contains_key(name))
+    }
+
+    async fn mark_disruption(&self, name: &str, mark: &DisruptionMark) -> Result<(), StoreError> {
+        self.with(name, |s| {
+            if s.deleting {
+                return Err(StoreError::Conflict(format!(
+                    "NodeClaim {name} is being deleted"
+                )));
+            }
+            match s.claim.annotations.get(labels::DISRUPTION_ID) {
+                Some(id) if *id != mark.id => Err(StoreError::Conflict(format!(
+                    "NodeClaim {name} is already in disruption {id}"
+                ))),
+                Some(_) => Ok(()),
+                None => {
+                    s.claim.annotations.extend(mark.annotations());
+                    Ok(())
+                }
+            }
+        })?
+    }
+
+    async fn clear_disruption(&self, name: &str, id: &str) -> Result<(), StoreError> {
+        let mut claims = self.lock();
+        if let Some(s) = claims.get_mut(name)
+            && s.claim
+                .annotations
+                .get(labels::DISRUPTION_ID)
+                .map(String::as_str)
+                == Some(id)
+        {
+            for k in [
+                labels::DISRUPTION_ID,
+                labels::DISRUPTION_METHOD,
+                labels::DISRUPTION_REPLACEMENTS,
+                labels::DISRUPTION_STARTED,
+            ] {
+                s.claim.annotations.remove(k);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -329,6 +445,90 @@ impl NodeClaimStore for Kube {
             Err(e) if is_status(&e, 404) => Ok(false),
             Err(e) => Err(kube_error(e)),
         }
+    }
+
+    async fn mark_disruption(&self, name: &str, mark: &DisruptionMark) -> Result<(), StoreError> {
+        use kube::api::{Patch, PatchParams};
+        for _ in 0..5 {
+            let current = match self.api.get(name).await {
+                Ok(c) => c,
+                Err(e) if is_status(&e, 404) => return Err(StoreError::NotFound(name.to_owned())),
+                Err(e) => return Err(kube_error(e)),
+            };
+            if current.metadata.deletion_timestamp.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "NodeClaim {name} is being deleted"
+                )));
+            }
+            let annotations = current.metadata.annotations.clone().unwrap_or_default();
+            match annotations.get(labels::DISRUPTION_ID) {
+                Some(id) if *id == mark.id => return Ok(()),
+                Some(id) => {
+                    return Err(StoreError::Conflict(format!(
+                        "NodeClaim {name} is already in disruption {id}"
+                    )));
+                }
+                None => {}
+            }
+            let patch = serde_json::json!({
+                "metadata": {
+                    "resourceVersion": current.metadata.resource_version,
+                    "annotations": mark.annotations(),
+                }
+            });
+            match self
+                .api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_status(&e, 409) => continue,
+                Err(e) if is_status(&e, 404) => return Err(StoreError::NotFound(name.to_owned())),
+                Err(e) => return Err(kube_error(e)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "NodeClaim {name}: kept changing under five attempts to record a disruption"
+        )))
+    }
+
+    async fn clear_disruption(&self, name: &str, id: &str) -> Result<(), StoreError> {
+        use kube::api::{Patch, PatchParams};
+        for _ in 0..5 {
+            let current = match self.api.get(name).await {
+                Ok(c) => c,
+                Err(e) if is_status(&e, 404) => return Ok(()),
+                Err(e) => return Err(kube_error(e)),
+            };
+            let annotations = current.metadata.annotations.clone().unwrap_or_default();
+            if annotations.get(labels::DISRUPTION_ID).map(String::as_str) != Some(id) {
+                return Ok(());
+            }
+            let patch = serde_json::json!({
+                "metadata": {
+                    "resourceVersion": current.metadata.resource_version,
+                    "annotations": {
+                        labels::DISRUPTION_ID: null,
+                        labels::DISRUPTION_METHOD: null,
+                        labels::DISRUPTION_REPLACEMENTS: null,
+                        labels::DISRUPTION_STARTED: null,
+                    },
+                }
+            });
+            match self
+                .api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_status(&e, 409) => continue,
+                Err(e) if is_status(&e, 404) => return Ok(()),
+                Err(e) => return Err(kube_error(e)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "NodeClaim {name}: kept changing under five attempts to clear a disruption"
+        )))
     }
 
     async fn finalize(&self, name: &str) -> Result<(), StoreError> {

@@ -32,6 +32,8 @@ pub struct Options {
     /// Simulated length of the story.
     pub duration: Duration,
     pub seed: u64,
+    /// Print the final summary as JSON (progress to stderr).
+    pub json: bool,
     pub kubeconfig: PathBuf,
     pub catalog: Option<PathBuf>,
 }
@@ -46,19 +48,22 @@ pub struct Pipeline {
     pub run_for: Duration,
 }
 
-/// Pipelines in bursts, like a working team's CI: a quiet start, a busy middle (several
-/// pipelines close together after merges), a quiet end; nothing starts in the last 20 minutes
-/// so most builds finish inside the window.
+/// The team's working hours, in simulated time from the start (midnight).
+pub const WORK_START: Duration = Duration::from_secs(8 * 3600);
+pub const WORK_END: Duration = Duration::from_secs(18 * 3600);
+
+/// A working day of CI: nothing at night; from 08:00 pipelines in bursts (one or two after a
+/// merge, busier around midday), the last starting before 18:00 so every build finishes by
+/// evening. A window shorter than a day is the same day cut short.
 pub fn pipelines(duration: Duration, seed: u64) -> Vec<Pipeline> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = Vec::new();
-    let end = duration.saturating_sub(Duration::from_secs(20 * 60));
-    let mut t = Duration::from_secs(60);
+    let end = WORK_END.min(duration.saturating_sub(Duration::from_secs(20 * 60)));
+    let mut t = WORK_START.min(end) + Duration::from_secs(60 * rng.random_range(0..10));
     let mut n = 0;
     while t < end {
-        let busy = t > duration / 4 && t < duration * 3 / 4;
-        // A burst: 1-3 pipelines within a minute or two.
-        let burst = if busy { rng.random_range(2..=3) } else { 1 };
+        let midday = t > Duration::from_secs(10 * 3600) && t < Duration::from_secs(16 * 3600);
+        let burst = if midday { rng.random_range(1..=2) } else { 1 };
         for i in 0..burst {
             n += 1;
             out.push(Pipeline {
@@ -68,10 +73,10 @@ pub fn pipelines(duration: Duration, seed: u64) -> Vec<Pipeline> {
                 run_for: Duration::from_secs(60 * rng.random_range(4..=12)),
             });
         }
-        let gap = if busy {
-            rng.random_range(6..=12)
+        let gap = if midday {
+            rng.random_range(12..=25)
         } else {
-            rng.random_range(12..=20)
+            rng.random_range(20..=40)
         };
         t += Duration::from_secs(60 * gap);
     }
@@ -89,7 +94,12 @@ fn job(p: &Pipeline) -> serde_json::Value {
             "template": {
                 "metadata": {
                     "labels": {"app": "gitlab-runner-build", "pipeline": p.name},
-                    "annotations": {berth_sim::controllers::RUN_FOR_ANNOTATION: format!("{}s", p.run_for.as_secs())},
+                    // As a GitLab user configures the runner (`pod_annotations`): a running
+                    // build is never disrupted; its node goes once it is empty.
+                    "annotations": {
+                        berth_sim::controllers::RUN_FOR_ANNOTATION: format!("{}s", p.run_for.as_secs()),
+                        berth_scheduler_core::labels::DO_NOT_DISRUPT: "true",
+                    },
                 },
                 "spec": {
                     "restartPolicy": "Never",
@@ -119,20 +129,28 @@ async fn play(o: Options) -> anyhow::Result<()> {
     }
     manifests.push(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gitlab"}}));
     let plan = pipelines(o.duration, o.seed);
-    println!(
+    // NB: with -o json, stdout carries the JSON only.
+    macro_rules! say {
+        ($($t:tt)*) => {
+            if o.json { eprintln!($($t)*) } else { println!($($t)*) }
+        };
+    }
+    say!(
         "Berth demo: the seed article's GitLab CI story on a simulated cluster ({} simulated in about {:.0} s, {}× speed).",
         hms(o.duration),
         o.duration.as_secs_f64() / o.speed,
         o.speed
     );
-    println!(
-        "NodePools from the seed (v1beta1, converted): default-nodepool, {GITLAB_POOL} (t3.2xlarge on-demand, tainted; limits cpu 32, memory 64Gi: at most 2 nodes)."
+    say!(
+        "NodePools from the seed (v1beta1, converted): default-nodepool, {GITLAB_POOL} (t3.2xlarge on-demand, tainted; limits cpu 32, memory 64Gi: at most 2 nodes; WhenUnderutilized = WhenEmptyOrUnderutilized, consolidateAfter 0s)."
     );
-    println!(
-        "{} pipelines of 4-10 build pods (1 CPU, 2 GiB each) arrive in bursts; builds run 4-12 min.",
-        plan.len()
+    say!(
+        "A working day: {} pipelines of 4-10 build pods (1 CPU, 2 GiB each, karpenter.sh/do-not-disrupt) between {} and {}; builds run 4-12 min; quiet nights.",
+        plan.len(),
+        hms(WORK_START),
+        hms(WORK_END)
     );
-    println!();
+    say!("");
     let outcome = crate::play::play(Scenario {
         manifests,
         arrivals: plan
@@ -149,19 +167,26 @@ async fn play(o: Options) -> anyhow::Result<()> {
         catalog_path: o.catalog,
         catalog,
         counted: Box::new(|p: &Pod| p.metadata.namespace.as_deref() == Some("gitlab")),
+        progress_to_stderr: o.json,
     })
     .await?;
+    if o.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&crate::play::summary_json(&outcome))?
+        );
+        return Ok(());
+    }
     print_summary(&outcome, "pipelines");
     println!();
     println!(
-        "Note: nodes are never removed yet (consolidation and expiry arrive with the disruption"
+        "Nodes are removed once their builds finish (emptiness; the builds' do-not-disrupt keeps"
     );
     println!(
-        "work), so Berth pays for every node it launched until the end. The article's saving comes"
+        "running ones safe), so Berth pays for the working day, not for a group sized for the peak"
     );
-    println!("from removing nodes once builds finish: this run shows provisioning only.");
     println!(
-        "Pods that wait long are held by the seed NodePool's limits (memory 64Gi = 2 × t3.2xlarge):"
+        "all day. Pods that wait are held by the seed NodePool's limits (memory 64Gi = 2 × t3.2xlarge):"
     );
     println!("their FailedProvisioning events say so (kubectl get events -n gitlab).");
     println!(
@@ -177,17 +202,14 @@ mod tests {
 
     #[test]
     fn pipelines_come_in_bursts_and_stop_before_the_end() {
-        let two_hours = Duration::from_secs(7200);
-        let p = pipelines(two_hours, 7);
-        assert!(p.len() >= 8, "{}", p.len());
-        assert_eq!(p, pipelines(two_hours, 7), "the same seed, the same story");
-        assert!(
-            p.iter()
-                .all(|x| x.at <= two_hours - Duration::from_secs(20 * 60))
-        );
+        let day = Duration::from_secs(24 * 3600);
+        let p = pipelines(day, 7);
+        assert!(p.len() >= 20, "{}", p.len());
+        assert_eq!(p, pipelines(day, 7), "the same seed, the same story");
+        assert!(p.iter().all(|x| x.at >= WORK_START && x.at < WORK_END));
         assert!(p.iter().all(|x| (4..=10).contains(&x.pods)));
         assert!(p.windows(2).all(|w| w[0].at <= w[1].at));
-        // The busy middle has bursts: two pipelines within a minute.
+        // Midday has bursts: two pipelines within a minute.
         assert!(
             p.windows(2)
                 .any(|w| w[1].at - w[0].at <= Duration::from_secs(60))

@@ -70,18 +70,22 @@ enum Command {
     /// in bursts; shows progress and ends with a report: pods run, waits, nodes by type, cost,
     /// and the cost of a static node group sized for the peak. Needs no set-up.
     Demo {
-        /// Simulated seconds per wall second.
-        #[arg(long, default_value_t = 180.0, conflicts_with = "real_time")]
+        /// Simulated seconds per wall second (the default plays a day in about a minute).
+        #[arg(long, default_value_t = 1440.0, conflicts_with = "real_time")]
         speed: f64,
         /// Play at wall speed (same as --speed 1).
         #[arg(long)]
         real_time: bool,
-        /// How long the story lasts, in simulated time.
-        #[arg(long, default_value = "2h", value_parser = parse_duration)]
+        /// How long the story lasts, in simulated time (from midnight; CI runs 08:00–18:00).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
         duration: std::time::Duration,
         /// Seed of the pipelines' arrival times and sizes.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// `table`: progress and a report; `json`: the final summary as JSON on stdout
+        /// (progress on stderr).
+        #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
+        output: String,
         /// Where to write the simulated cluster's kubeconfig (to look around while it runs).
         #[arg(long, default_value = "berth-demo.kubeconfig")]
         kubeconfig_out: PathBuf,
@@ -117,6 +121,10 @@ enum Command {
         /// Write an HTML report (charts of pods, nodes and $/h over time) here.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// `table`: progress and a summary; `json`: the final summary as JSON on stdout
+        /// (progress on stderr).
+        #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
+        output: String,
         /// Where to write the simulated cluster's kubeconfig (to look around while it runs).
         #[arg(long, default_value = "berth-simulate.kubeconfig")]
         kubeconfig_out: PathBuf,
@@ -194,6 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             real_time,
             duration,
             seed,
+            output,
             kubeconfig_out,
             catalog,
         } => {
@@ -201,6 +210,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 speed: if real_time { 1.0 } else { speed },
                 duration,
                 seed,
+                json: output == "json",
                 kubeconfig: kubeconfig_out,
                 catalog,
             })?;
@@ -213,6 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             real_time,
             boot_delay,
             report,
+            output,
             kubeconfig_out,
             catalog,
         } => {
@@ -222,6 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 speed: if real_time { 1.0 } else { speed },
                 boot_delay,
                 report,
+                json: output == "json",
                 kubeconfig: kubeconfig_out,
                 catalog,
             })?;

@@ -68,6 +68,8 @@ pub struct Scenario {
     pub catalog_path: Option<PathBuf>,
     pub catalog: berth_catalog::Catalog,
     pub counted: PodFilter,
+    /// Progress lines go to stderr (stdout carries JSON).
+    pub progress_to_stderr: bool,
 }
 
 impl std::fmt::Debug for Scenario {
@@ -138,6 +140,10 @@ pub struct Outcome {
     pub waits: Vec<f64>,
     /// NodeClaims launched by (instance type, zone, capacity type).
     pub launched: BTreeMap<(String, String, String), usize>,
+    /// Pods that ran and were killed before they finished (evicted, deleted, failed).
+    pub pods_lost: usize,
+    /// NodeClaims gone before the end, by why (the disruption method, or `other`).
+    pub nodes_removed: BTreeMap<String, usize>,
     pub cost: f64,
     pub static_groups: Vec<StaticGroup>,
     pub static_cost: f64,
@@ -155,6 +161,15 @@ impl Outcome {
     }
 }
 
+/// A counted pod's life, as the watch saw it.
+#[derive(Debug, Clone, Default)]
+struct PodLife {
+    created: Option<SystemTime>,
+    started: Option<SystemTime>,
+    phase: String,
+    gone: bool,
+}
+
 /// What a NodeClaim cost: launched at `created`, seen until `last_seen` (simulated).
 #[derive(Debug, Clone)]
 struct ClaimSeen {
@@ -167,6 +182,8 @@ struct ClaimSeen {
     /// Still there at the last sample.
     present: bool,
     price: f64,
+    /// The disruption method it was last seen recorded in, if any.
+    method: Option<String>,
 }
 
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -307,6 +324,9 @@ pub async fn play(s: Scenario) -> anyhow::Result<Outcome> {
         sim_cloud_boot_delay: wall(s.boot_delay),
         batch_idle: wall(Duration::from_secs(1)),
         batch_max: wall(Duration::from_secs(10)),
+        sim_cloud_termination_delay: wall(Duration::from_secs(30)),
+        disruption_interval: wall(Duration::from_secs(10)),
+        disruption_validation: wall(Duration::from_secs(15)),
         coalesce: wall(Duration::from_secs(1)).min(Duration::from_millis(50)),
         catalog: s.catalog_path.clone(),
         manifests: s.manifests,
@@ -325,6 +345,45 @@ pub async fn play(s: Scenario) -> anyhow::Result<Outcome> {
             .as_ref()
             .and_then(|s| s.phase.clone())
             .unwrap_or_default()
+    };
+    // Every counted pod's life, from a watch (polling would miss pods that finish and go
+    // between two looks once nodes are removed).
+    let lives: Arc<std::sync::Mutex<BTreeMap<String, PodLife>>> = Arc::default();
+    let counted: Arc<PodFilter> = Arc::new(s.counted);
+    let watching = {
+        use futures::StreamExt as _;
+        use kube::runtime::watcher;
+        let lives = lives.clone();
+        let counted = counted.clone();
+        let mut events = watcher(pods.clone(), watcher::Config::default()).boxed();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                let (pod, gone) = match event {
+                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => (p, false),
+                    Ok(watcher::Event::Delete(p)) => (p, true),
+                    _ => continue,
+                };
+                if !counted(&pod) {
+                    continue;
+                }
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                let status = pod.status.clone().unwrap_or_default();
+                let mut lives = lives.lock().unwrap_or_else(|e| e.into_inner());
+                let life = lives.entry(uid).or_default();
+                life.created = pod
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| SystemTime::from(t.0));
+                if let Some(t) = status.start_time.as_ref() {
+                    life.started = Some(SystemTime::from(t.0));
+                }
+                if let Some(p) = status.phase {
+                    life.phase = p;
+                }
+                life.gone |= gone;
+            }
+        })
     };
     let mut next = 0;
     let mut seen: BTreeMap<String, ClaimSeen> = BTreeMap::new();
@@ -377,9 +436,18 @@ pub async fn play(s: Scenario) -> anyhow::Result<Outcome> {
                 last_seen: now,
                 present: true,
                 price: price.get(&key).copied().unwrap_or_default(),
+                method: None,
             });
             entry.last_seen = now;
             entry.present = true;
+            if let Some(m) = c
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::DISRUPTION_METHOD))
+            {
+                entry.method = Some(m.clone());
+            }
             // NB: the zone label can arrive after the instance type's (the launch's status
             // write): price the claim once it is known.
             if entry.zone.is_empty() && !key.1.is_empty() {
@@ -407,7 +475,7 @@ pub async fn play(s: Scenario) -> anyhow::Result<Outcome> {
         if done || last_sample.is_none_or(|l| l.elapsed() >= Duration::from_millis(250)) {
             last_sample = Some(Instant::now());
             let list = pods.list(&ListParams::default()).await?;
-            let counted = list.items.iter().filter(|p| (s.counted)(p));
+            let counted = list.items.iter().filter(|p| counted(p));
             let (mut pending, mut running) = (0, 0);
             for p in counted {
                 match phase(p).as_str() {
@@ -428,7 +496,7 @@ pub async fn play(s: Scenario) -> anyhow::Result<Outcome> {
             }
             if done || last_print.is_none_or(|l| l.elapsed() >= Duration::from_secs(2)) {
                 last_print = Some(Instant::now());
-                print_progress(&sample);
+                print_progress(&sample, s.progress_to_stderr);
             }
             samples.push(sample);
         }
@@ -442,6 +510,9 @@ pub async fn play(s: Scenario) -> anyhow::Result<Outcome> {
     };
     let end = sim_now();
     let list = pods.list(&ListParams::default()).await?;
+    // Let the watch catch up with the last changes before the cluster goes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    watching.abort();
     stack.shutdown().await?;
 
     let mut outcome = Outcome {
@@ -451,21 +522,14 @@ pub async fn play(s: Scenario) -> anyhow::Result<Outcome> {
         samples,
         ..Outcome::default()
     };
-    for p in list.items.iter().filter(|p| (s.counted)(p)) {
+    let lives = std::mem::take(&mut *lives.lock().unwrap_or_else(|e| e.into_inner()));
+    drop(list);
+    for life in lives.values() {
         outcome.pods_created += 1;
-        let status = p.status.clone().unwrap_or_default();
-        if status.phase.as_deref() == Some("Succeeded") {
+        if life.phase == "Succeeded" {
             outcome.pods_succeeded += 1;
         }
-        let created = p
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| SystemTime::from(t.0));
-        match (
-            created,
-            status.start_time.as_ref().map(|t| SystemTime::from(t.0)),
-        ) {
+        match (life.created, life.started) {
             (Some(c), Some(s)) => {
                 outcome.pods_started += 1;
                 outcome
@@ -474,9 +538,21 @@ pub async fn play(s: Scenario) -> anyhow::Result<Outcome> {
             }
             _ => outcome.pods_never_started += 1,
         }
+        // Ran, and was killed (evicted, deleted with its node, failed) before it finished.
+        if life.started.is_some()
+            && (life.phase == "Failed" || (life.gone && life.phase != "Succeeded"))
+        {
+            outcome.pods_lost += 1;
+        }
     }
     outcome.waits.sort_by(f64::total_cmp);
     for c in seen.values() {
+        if !c.present {
+            *outcome
+                .nodes_removed
+                .entry(c.method.clone().unwrap_or_else(|| "other".into()))
+                .or_default() += 1;
+        }
         let until = if c.present { end } else { c.last_seen };
         let hours = until
             .duration_since(c.created)
@@ -504,9 +580,9 @@ pub async fn play(s: Scenario) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
-fn print_progress(s: &Sample) {
+fn print_progress(s: &Sample, to_stderr: bool) {
     let types: Vec<String> = s.nodes.iter().map(|(t, n)| format!("{t}×{n}")).collect();
-    println!(
+    let line = format!(
         "[{}] pending {:>3}  running {:>3}  nodes {:<28} ${:.2}/h",
         hms(s.t),
         s.pending,
@@ -518,6 +594,40 @@ fn print_progress(s: &Sample) {
         },
         s.per_hour,
     );
+    if to_stderr {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// The final summary as JSON (`berth demo -o json`, `berth simulate -o json`).
+pub fn summary_json(r: &Outcome) -> serde_json::Value {
+    let launched: usize = r.launched.values().sum();
+    let removed: usize = r.nodes_removed.values().sum();
+    serde_json::json!({
+        "simulatedSeconds": r.simulated.as_secs(),
+        "interrupted": r.interrupted,
+        "arrivals": r.arrivals,
+        "podsCreated": r.pods_created,
+        "podsRun": r.pods_started,
+        "podsSucceeded": r.pods_succeeded,
+        "podsNeverStarted": r.pods_never_started,
+        "podsLost": r.pods_lost,
+        "p50WaitSeconds": r.wait(0.5),
+        "p95WaitSeconds": r.wait(0.95),
+        "costUsd": r.cost,
+        "staticCostUsd": r.static_cost,
+        "costRatio": r.ratio(),
+        "nodesLaunched": launched,
+        "nodesRemoved": removed,
+        "nodesRemovedBy": r.nodes_removed,
+        "staticGroups": r.static_groups.iter().map(|g| serde_json::json!({
+            "nodePool": g.pool,
+            "nodes": g.nodes,
+            "perHour": g.per_hour,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// The summary both commands print.
@@ -541,6 +651,21 @@ pub fn print_summary(r: &Outcome, what: &str) {
     for ((t, zone, ct), n) in &r.launched {
         println!("    {n:>3} × {t:<12} {zone:<12} {ct}");
     }
+    let removed: Vec<String> = r
+        .nodes_removed
+        .iter()
+        .map(|(why, n)| format!("{n} {why}"))
+        .collect();
+    println!(
+        "  nodes removed: {} ({}); pods lost (killed before they finished): {}",
+        r.nodes_removed.values().sum::<usize>(),
+        if removed.is_empty() {
+            "none".to_owned()
+        } else {
+            removed.join(", ")
+        },
+        r.pods_lost
+    );
     println!("  Berth's cost: ${:.2}", r.cost);
     for g in &r.static_groups {
         println!(

@@ -356,6 +356,23 @@ pub fn html(outcome: &Outcome, source: &str) -> String {
             "nodes launched".to_owned(),
             outcome.launched.values().sum::<usize>().to_string(),
         ),
+        (
+            "nodes removed (why)".to_owned(),
+            if outcome.nodes_removed.is_empty() {
+                "none".to_owned()
+            } else {
+                outcome
+                    .nodes_removed
+                    .iter()
+                    .map(|(why, n)| format!("{n} {why}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
+        (
+            "pods lost (killed before they finished)".to_owned(),
+            outcome.pods_lost.to_string(),
+        ),
         ("Berth's cost".to_owned(), format!("${:.2}", outcome.cost)),
     ];
     for g in &outcome.static_groups {
@@ -414,7 +431,7 @@ th {{ font-weight: 600; color: #555; }}
 {cost}
 <h2>Nodes launched (type, zone, capacity type)</h2>
 {launched}
-<p class="note">Nodes are not removed yet (disruption is not built): each node is paid for from its launch to the end of the window. Prices are the sim cloud's catalog. Time is compressed: service latencies of milliseconds count as seconds of simulated time.</p>
+<p class="note">Each node is paid for from its launch until it is removed (Expired, Drifted, Empty, Underutilized: Berth's disruption; other: e.g. a node that never registered) or the window ends. Prices are the sim cloud's catalog. Time is compressed: service latencies of milliseconds count as seconds of simulated time.</p>
 </body></html>
 "#,
         source = escape(source),

@@ -34,6 +34,8 @@ const SCALABLE: &[&str] = &["Deployment", "StatefulSet", "ReplicaSet"];
 
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Print the final summary as JSON (progress to stderr).
+    pub json: bool,
     pub files: Vec<PathBuf>,
     pub duration: Duration,
     pub speed: f64,
@@ -258,7 +260,13 @@ pub fn run(o: Options) -> anyhow::Result<Outcome> {
         .iter()
         .filter(|a| a.at >= o.duration)
         .count();
-    println!(
+    // NB: with -o json, stdout carries the JSON only.
+    macro_rules! say {
+        ($($t:tt)*) => {
+            if o.json { eprintln!($($t)*) } else { println!($($t)*) }
+        };
+    }
+    say!(
         "Berth simulate: {} objects at the start, {} arrivals, {} simulated in about {:.0} s ({}× speed).",
         schedule.initial.len(),
         schedule.arrivals.len() - later,
@@ -267,13 +275,13 @@ pub fn run(o: Options) -> anyhow::Result<Outcome> {
         o.speed
     );
     if later > 0 {
-        println!("  ({later} arrivals fall after the window and will not happen.)");
+        say!("  ({later} arrivals fall after the window and will not happen.)");
     }
-    println!(
+    say!(
         "  kubeconfig {} (look around while it runs)",
         o.kubeconfig.display()
     );
-    println!();
+    say!("");
     let outcome = runtime.block_on(crate::play::play(Scenario {
         manifests: schedule.initial,
         arrivals: schedule.arrivals,
@@ -284,11 +292,16 @@ pub fn run(o: Options) -> anyhow::Result<Outcome> {
         catalog_path: o.catalog.clone(),
         catalog,
         counted: Box::new(counted),
+        progress_to_stderr: o.json,
     }))?;
-    print_summary(&outcome, "arrivals");
-    println!(
-        "  (nodes are not removed yet: disruption is not built, so each node is paid for until the end)"
-    );
+    if o.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&crate::play::summary_json(&outcome))?
+        );
+    } else {
+        print_summary(&outcome, "arrivals");
+    }
     if let Some(path) = &o.report {
         let title = o
             .files

@@ -30,8 +30,13 @@ pub struct StackOptions {
     pub tick: Duration,
     /// Service durations, on the wall clock.
     pub sim_cloud_boot_delay: Duration,
+    /// The sim cloud's time from terminate to gone, wall time.
+    pub sim_cloud_termination_delay: Duration,
     pub batch_idle: Duration,
     pub batch_max: Duration,
+    /// The scheduler's disruption evaluation interval and validation wait, wall time.
+    pub disruption_interval: Duration,
+    pub disruption_validation: Duration,
     /// How long the watcher gathers changes before sending them.
     pub coalesce: Duration,
     pub catalog: Option<PathBuf>,
@@ -97,7 +102,7 @@ impl Stack {
             .with_context(|| format!("writing {}", o.kubeconfig.display()))?;
         let controllers = Controllers::new(
             store.clone(),
-            o.clock,
+            o.clock.clone(),
             ClusterOptions {
                 boot_delay: o.boot_delay,
                 pod_start_delay: o.pod_start_delay,
@@ -108,6 +113,7 @@ impl Stack {
 
         let kubeconfig = o.kubeconfig.display().to_string();
         let boot = millis(o.sim_cloud_boot_delay);
+        let termination = millis(o.sim_cloud_termination_delay);
         let mut args = vec![
             "berth-actuator",
             "--provider",
@@ -120,6 +126,8 @@ impl Stack {
             "127.0.0.1:0",
             "--sim-boot-delay",
             &boot,
+            "--sim-termination-delay",
+            &termination,
             "--lifecycle-interval",
             "1s",
         ];
@@ -135,7 +143,11 @@ impl Stack {
         .context("starting the actuator")?;
         let actuator_url = format!("http://{}", actuator.grpc_addr);
         let (idle, max) = (millis(o.batch_idle), millis(o.batch_max));
-        let scheduler = berth_scheduler::start(
+        let (every, validation) = (
+            millis(o.disruption_interval),
+            millis(o.disruption_validation),
+        );
+        let scheduler = berth_scheduler::start_on(
             berth_scheduler::Args::try_parse_from([
                 "berth-scheduler",
                 "--grpc-addr",
@@ -148,8 +160,13 @@ impl Stack {
                 &idle,
                 "--batch-max",
                 &max,
+                "--disruption-interval",
+                &every,
+                "--disruption-validation",
+                &validation,
             ])?,
             metrics.clone(),
+            berth_scheduler::engine::Clock(o.clock.clone()),
         )
         .await
         .context("starting the scheduler")?;

@@ -1166,3 +1166,65 @@ pub(crate) fn capacity_type_to_proto(c: m::CapacityType) -> i32 {
 pub(crate) fn capacity_type_from_proto(v: i32, field: &str) -> Result<m::CapacityType> {
     capacity_type_from(v, field)
 }
+
+// ---- disruption ---------------------------------------------------------------------------------
+
+fn method_to(m: berth_scheduler_core::disruption::Method) -> i32 {
+    use berth_scheduler_core::disruption::Method;
+    (match m {
+        Method::Expired => p::DisruptionMethod::Expired,
+        Method::Drifted => p::DisruptionMethod::Drifted,
+        Method::Empty => p::DisruptionMethod::Empty,
+        Method::Underutilized => p::DisruptionMethod::Underutilized,
+    }) as i32
+}
+
+fn method_from(v: i32, field: &str) -> Result<berth_scheduler_core::disruption::Method> {
+    use berth_scheduler_core::disruption::Method;
+    match p::DisruptionMethod::try_from(v) {
+        Ok(p::DisruptionMethod::Expired) => Ok(Method::Expired),
+        Ok(p::DisruptionMethod::Drifted) => Ok(Method::Drifted),
+        Ok(p::DisruptionMethod::Empty) => Ok(Method::Empty),
+        Ok(p::DisruptionMethod::Underutilized) => Ok(Method::Underutilized),
+        _ => err(field, format!("{v} is not a disruption method")),
+    }
+}
+
+impl From<&berth_scheduler_core::disruption::Command> for p::DisruptRequest {
+    fn from(c: &berth_scheduler_core::disruption::Command) -> Self {
+        p::DisruptRequest {
+            id: c.id.clone(),
+            method: method_to(c.method),
+            node_claims: c.node_claims.clone(),
+            replacements: c.replacements.iter().map(Into::into).collect(),
+            savings_per_hour: c.savings_per_hour,
+            reason: c.reason.clone(),
+        }
+    }
+}
+
+impl TryFrom<p::DisruptRequest> for berth_scheduler_core::disruption::Command {
+    type Error = ConversionError;
+    fn try_from(r: p::DisruptRequest) -> Result<Self> {
+        if r.id.is_empty() {
+            return err("id", "required");
+        }
+        if r.node_claims.is_empty() {
+            return err("node_claims", "at least one NodeClaim is required");
+        }
+        if let Some(i) = r.node_claims.iter().position(String::is_empty) {
+            return err(&format!("node_claims[{i}]"), "must not be empty");
+        }
+        if !r.savings_per_hour.is_finite() {
+            return err("savings_per_hour", "must be a finite number");
+        }
+        Ok(Self {
+            id: r.id,
+            method: method_from(r.method, "method")?,
+            node_claims: r.node_claims,
+            replacements: each(r.replacements, "", "replacements", node_claim_from)?,
+            savings_per_hour: r.savings_per_hour,
+            reason: r.reason,
+        })
+    }
+}

@@ -118,6 +118,13 @@ impl berth_proto::v1::cloud_provider_server::CloudProvider for NoCapacity {
             },
         ))
     }
+    async fn disrupt(
+        &self,
+        request: tonic::Request<berth_proto::v1::DisruptRequest>,
+    ) -> Result<tonic::Response<berth_proto::v1::DisruptResponse>, tonic::Status> {
+        berth_scheduler_core::disruption::Command::try_from(request.into_inner())?;
+        Ok(tonic::Response::new(Default::default()))
+    }
     async fn terminate(
         &self,
         _: tonic::Request<berth_proto::v1::TerminateRequest>,

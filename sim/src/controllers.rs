@@ -541,13 +541,19 @@ impl Controllers {
             let (ns, name) = key(&job.metadata);
             let uid = job.metadata.uid.clone().unwrap_or_default();
             let owned = Self::owned_pods(&all, &uid);
-            let succeeded = owned.iter().filter(|p| phase(p) == "Succeeded").count();
+            let previous = job.status.clone().unwrap_or_default();
+            // NB: as the real Job controller (pod tracking with finalizers), a completion
+            // counts once: a succeeded pod deleted later (its node removed) is not run again.
+            let succeeded = owned
+                .iter()
+                .filter(|p| phase(p) == "Succeeded")
+                .count()
+                .max(usize::try_from(previous.succeeded.unwrap_or(0)).unwrap_or(0));
             let failed = owned.iter().filter(|p| phase(p) == "Failed").count();
             let active = owned.iter().filter(|p| !terminal(p)).count();
             let completions = usize::try_from(spec.completions.unwrap_or(1)).unwrap_or(1);
             let parallelism = usize::try_from(spec.parallelism.unwrap_or(1)).unwrap_or(1);
             let complete = succeeded >= completions;
-            let previous = job.status.clone().unwrap_or_default();
             if !complete && job.metadata.deletion_timestamp.is_none() {
                 let room = parallelism
                     .min(completions - succeeded)

@@ -46,6 +46,11 @@ pub struct ClusterModel {
     /// flight meanwhile, so the next solve neither launches for their pods again nor forgets
     /// them against the NodePool's limits.
     launched: BTreeMap<String, NodeClaim>,
+    /// Nodes a pod arrived on or left since the last [`ClusterModel::stamp_pod_events`].
+    touched: std::collections::BTreeSet<String>,
+    /// When a pod last arrived on or left each node (kept across snapshots: a snapshot says
+    /// where pods are, not when they came).
+    last_pod_event: BTreeMap<String, SystemTime>,
 }
 
 impl ClusterModel {
@@ -84,10 +89,12 @@ impl ClusterModel {
                 changes.extend(batch.changes);
                 let nominations = std::mem::take(&mut self.nominations);
                 let launched = std::mem::take(&mut self.launched);
+                let last_pod_event = std::mem::take(&mut self.last_pod_event);
                 *self = Self {
                     acknowledged: self.acknowledged,
                     nominations,
                     launched,
+                    last_pod_event,
                     ..Self::default()
                 };
                 for c in changes {
@@ -116,6 +123,16 @@ impl ClusterModel {
         match change {
             Change::Upsert(o) => match o {
                 Object::Pod(p) => {
+                    let on = |p: &Pod| {
+                        p.node_name
+                            .clone()
+                            .filter(|_| !matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed))
+                    };
+                    let now_on = on(&p);
+                    let was_on = self.pods.get(&p.key).and_then(on);
+                    if now_on != was_on && self.synced {
+                        self.touched.extend(now_on.into_iter().chain(was_on));
+                    }
                     self.pods.insert(p.key.clone(), p);
                 }
                 Object::Node(n) => {
@@ -140,7 +157,9 @@ impl ClusterModel {
             },
             Change::Delete { kind, key } => match kind {
                 ObjectKind::Pod => {
-                    self.pods.remove(&key);
+                    if let Some(n) = self.pods.remove(&key).and_then(|p| p.node_name) {
+                        self.touched.insert(n);
+                    }
                 }
                 ObjectKind::Node => {
                     self.nodes.remove(&key.name);
@@ -187,6 +206,46 @@ impl ClusterModel {
             pods.get(key).is_some_and(|p| p.node_name.is_none())
                 && (launched.contains_key(claim) || claims.get(claim).is_some_and(Self::in_flight))
         });
+    }
+
+    /// Stamps the pod events of the batches applied since the last call with `now`.
+    pub fn stamp_pod_events(&mut self, now: SystemTime) {
+        for n in std::mem::take(&mut self.touched) {
+            self.last_pod_event.insert(n, now);
+        }
+        let nodes = &self.nodes;
+        self.last_pod_event.retain(|n, _| nodes.contains_key(n));
+    }
+
+    /// Whether nothing is on its way: no pod waiting for a node (bound to none, not finished),
+    /// no NodeClaim in flight, no launch unreported. Disruption waits for this, as
+    /// Karpenter's waits for pending pods and launches to settle.
+    pub fn settled(&self) -> bool {
+        self.launched.is_empty()
+            && !self.node_claims.values().any(Self::in_flight)
+            && !self.pods.values().any(|p| {
+                p.node_name.is_none() && matches!(p.phase, PodPhase::Pending | PodPhase::Unknown)
+            })
+    }
+
+    /// A disruption evaluation's input: the provisioning input, every NodeClaim and the pod
+    /// event times.
+    pub fn disruption_input(
+        &self,
+        instance_types: &BTreeMap<String, Vec<InstanceType>>,
+        now: SystemTime,
+        options: crate::disruption::Options,
+    ) -> crate::disruption::DisruptionInput {
+        crate::disruption::DisruptionInput {
+            cluster: self.input(instance_types, now),
+            node_claims: self.node_claims.values().cloned().collect(),
+            last_pod_event: self.last_pod_event.clone(),
+            options,
+        }
+    }
+
+    pub fn node_claim(&self, name: &str) -> Option<&NodeClaim> {
+        self.node_claims.get(name)
     }
 
     /// Records that the solver placed `pod` on a claim already in flight.

@@ -538,8 +538,11 @@ fn nodes_info(input: &DisruptionInput) -> Vec<NodeInfo> {
             .node_pools
             .iter()
             .position(|p| p.node_pool.name == claim.node_pool);
-        let disrupting =
-            n.node.deleting || claim.deleting || n.node.taints.iter().any(is_disrupted_taint);
+        // Deleting, tainted for it, or recorded in a decision the actuator carries out.
+        let disrupting = n.node.deleting
+            || claim.deleting
+            || claim.annotations.contains_key(labels::DISRUPTION_ID)
+            || n.node.taints.iter().any(is_disrupted_taint);
         let reschedulable: Vec<usize> = n
             .pods
             .iter()
@@ -1311,4 +1314,18 @@ pub fn validate(input: &DisruptionInput, decision: &Decision) -> Result<Decision
         }
         Method::Expired => ctx.replacement(Method::Expired, idx[0], true, decision.reason.clone()),
     }
+}
+
+/// A decision as the actuator carries it out (`berth.v1.CloudProvider/Disrupt`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    /// Unique per decision; recorded on the candidates.
+    pub id: String,
+    pub method: Method,
+    /// NodeClaims to remove.
+    pub node_claims: Vec<String>,
+    /// NodeClaims to launch first.
+    pub replacements: Vec<NodeClaim>,
+    pub savings_per_hour: f64,
+    pub reason: String,
 }

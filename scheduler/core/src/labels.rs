@@ -35,6 +35,15 @@ pub const NODE_CLASS_REFERENCE_COMPATIBILITY: &str =
 /// Finalizer that holds NodeClaims and Nodes until their instance is terminated.
 pub const TERMINATION_FINALIZER: &str = "karpenter.sh/termination";
 /// Taint (NoSchedule) put on a node Karpenter is disrupting.
+/// Annotations the actuator records an in-flight disruption decision with, on each candidate
+/// NodeClaim: the decision survives any restart (Berth's own; Karpenter keeps its queue in
+/// memory and rolls back on a restart).
+pub const DISRUPTION_ID: &str = "disruption.berth.dev/id";
+pub const DISRUPTION_METHOD: &str = "disruption.berth.dev/method";
+/// Comma-separated names of the replacement NodeClaims.
+pub const DISRUPTION_REPLACEMENTS: &str = "disruption.berth.dev/replacements";
+/// RFC 3339 time the decision was recorded.
+pub const DISRUPTION_STARTED: &str = "disruption.berth.dev/started-at";
 pub const DISRUPTED_TAINT_KEY: &str = "karpenter.sh/disrupted";
 /// Taint (NoExecute) a node carries until its NodeClaim has registered it.
 pub const UNREGISTERED_TAINT_KEY: &str = "karpenter.sh/unregistered";

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use berth_scheduler_core::batcher::Batcher;
 use berth_scheduler_core::cloud::CloudError;
 use berth_scheduler_core::cluster::{ClusterModel, SyncError, node_claim_for};
+use berth_scheduler_core::disruption::{self, Command};
 use berth_scheduler_core::model::{Instance, InstanceType, NodeClaim, NodePool, ObjectKey};
 use berth_scheduler_core::solver::{self, Plan};
 use berth_scheduler_core::sync::{Batch, BatchKind, Feedback, Nomination, NominationTarget};
@@ -43,6 +44,53 @@ pub trait Cloud: Send + Sync + 'static {
         &self,
         claim: &NodeClaim,
     ) -> impl Future<Output = Result<Instance, CloudError>> + Send;
+    /// Carries out a disruption decision (idempotent by its id).
+    fn disrupt(&self, command: &Command) -> impl Future<Output = Result<(), CloudError>> + Send;
+}
+
+/// Where the engine reads the time: the wall clock, or a simulated cluster's faster one.
+#[derive(Clone)]
+pub struct Clock(pub Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl Clock {
+    pub fn now(&self) -> SystemTime {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self(Arc::new(SystemTime::now))
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+/// How the engine disrupts.
+#[derive(Debug, Clone)]
+pub struct DisruptionOptions {
+    /// Off: nodes are never removed.
+    pub enabled: bool,
+    /// How often a settled cluster is evaluated.
+    pub interval: Duration,
+    /// How long a decision waits before it is checked again and carried out (Karpenter: 15 s).
+    pub validation_wait: Duration,
+    pub core: disruption::Options,
+}
+
+impl Default for DisruptionOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(10),
+            validation_wait: Duration::from_secs(15),
+            core: disruption::Options::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +103,9 @@ pub struct Options {
     pub instance_types_ttl: Duration,
     /// Attempts per launch (retried on `Unavailable`: launches are idempotent by name).
     pub launch_attempts: u32,
+    pub disruption: DisruptionOptions,
+    /// Decisions' time (pods' and nodes' timestamps are on it).
+    pub clock: Clock,
 }
 
 impl Default for Options {
@@ -64,6 +115,8 @@ impl Default for Options {
             batch_max: Duration::from_secs(10),
             instance_types_ttl: Duration::from_secs(300),
             launch_attempts: 3,
+            disruption: DisruptionOptions::default(),
+            clock: Clock::default(),
         }
     }
 }
@@ -91,6 +144,11 @@ struct State {
     stream: u64,
     feedback: Option<mpsc::Sender<Feedback>>,
     types: HashMap<String, Cached>,
+    /// The last disruption evaluation, for `Explain`.
+    last_disruption: Option<disruption::DisruptionPlan>,
+    /// NodeClaims of decisions sent to the actuator that the watcher has not yet reported
+    /// deleting or gone: counted as disrupting meanwhile, so they are not chosen again.
+    disrupted: std::collections::BTreeSet<String>,
 }
 
 /// The scheduler's state and loop. Cheap to share: clone the `Arc`.
@@ -140,6 +198,8 @@ impl<C: Cloud> Engine<C> {
                 stream: 0,
                 feedback: None,
                 types: HashMap::new(),
+                last_disruption: None,
+                disrupted: Default::default(),
             }),
             wake: Notify::new(),
         })
@@ -181,6 +241,8 @@ impl<C: Cloud> Engine<C> {
         // freed on a node. The batch window keeps this to one solve per burst.
         let relevant = matches!(kind, BatchKind::SnapshotEnd) || !batch.changes.is_empty();
         s.model.apply(batch).map_err(ApplyError::Sync)?;
+        let now = self.options.clock.now();
+        s.model.stamp_pod_events(now);
         ::metrics::counter!(metrics::BATCHES_APPLIED_TOTAL, "kind" => match kind {
             BatchKind::Delta => "delta",
             _ => "snapshot",
@@ -287,7 +349,7 @@ impl<C: Cloud> Engine<C> {
             s.model.node_pools().cloned().collect()
         };
         let types = self.instance_types(pools).await;
-        let input = self.lock().model.input(&types, SystemTime::now());
+        let input = self.lock().model.input(&types, self.options.clock.now());
         if input.pods.is_empty() {
             return Round::default();
         }
@@ -298,7 +360,7 @@ impl<C: Cloud> Engine<C> {
                 return Round::default();
             }
         };
-        let now = SystemTime::now();
+        let now = self.options.clock.now();
         let mut round = Round {
             pods: plan.stats.pods,
             unschedulable: plan.unschedulable.len(),
@@ -431,7 +493,7 @@ impl<C: Cloud> Engine<C> {
             s.model.node_pools().cloned().collect()
         };
         let types = self.instance_types(pools.clone()).await;
-        let mut input = self.lock().model.input(&types, SystemTime::now());
+        let mut input = self.lock().model.input(&types, self.options.clock.now());
         input.pods.retain(|p| &p.key == pod);
         let plan = solver::solve(&input);
         if let Some(c) = plan.new_node_claims.first() {
@@ -472,6 +534,203 @@ impl<C: Cloud> Engine<C> {
             ));
         }
         Explanation::NotSchedulable(reasons)
+    }
+
+    /// Evaluates disruption every `interval` while the cluster is settled, until `stop`.
+    pub async fn run_disruption(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        if !self.options.disruption.enabled {
+            return;
+        }
+        let mut every = tokio::time::interval(self.options.disruption.interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = berth_service::stopped(stop.clone()) => return,
+            }
+            let stop = stop.clone();
+            tokio::select! {
+                _ = self.clone().disrupt_once() => {}
+                () = berth_service::stopped(stop) => return,
+            }
+        }
+    }
+
+    /// The disruption input now, or `None` while the cluster is not settled (pods pending,
+    /// claims in flight: provisioning goes first).
+    async fn disruption_input(&self) -> Option<disruption::DisruptionInput> {
+        let pools: Vec<NodePool> = {
+            let s = self.lock();
+            if !s.model.synced() || !s.model.settled() {
+                tracing::trace!(
+                    synced = s.model.synced(),
+                    "disruption waits for a settled cluster"
+                );
+                return None;
+            }
+            s.model.node_pools().cloned().collect()
+        };
+        let types = self.instance_types(pools).await;
+        let mut s = self.lock();
+        if !s.model.settled() {
+            return None;
+        }
+        let mut input = s.model.disruption_input(
+            &types,
+            self.options.clock.now(),
+            self.options.disruption.core.clone(),
+        );
+        let model = &s.model;
+        let still: std::collections::BTreeSet<String> = s
+            .disrupted
+            .iter()
+            .filter(|c| {
+                model.node_claim(c).is_some_and(|c| {
+                    !c.deleting
+                        && !c
+                            .annotations
+                            .contains_key(berth_scheduler_core::labels::DISRUPTION_ID)
+                })
+            })
+            .cloned()
+            .collect();
+        for c in &mut input.node_claims {
+            if still.contains(&c.name) {
+                c.deleting = true;
+            }
+        }
+        s.disrupted = still;
+        Some(input)
+    }
+
+    /// One evaluation: decide, wait, validate against fresh state, carry out. The decision
+    /// carried out, if any.
+    pub async fn disrupt_once(self: Arc<Self>) -> Option<Command> {
+        let input = self.disruption_input().await?;
+        let started = Instant::now();
+        let plan = tokio::task::spawn_blocking(move || disruption::decide(&input))
+            .await
+            .ok()?;
+        ::metrics::histogram!(metrics::DISRUPTION_EVALUATION_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        ::metrics::gauge!(metrics::DISRUPTION_ELIGIBLE_NODES).set(plan.stats.eligible as f64);
+        for b in &plan.budgets {
+            let reason = format!("{:?}", b.reason);
+            ::metrics::gauge!(metrics::DISRUPTION_BUDGET_ALLOWED, "nodepool" => b.node_pool.clone(), "reason" => reason.clone())
+                .set(b.allowed as f64);
+            ::metrics::gauge!(metrics::DISRUPTION_BUDGET_DISRUPTING, "nodepool" => b.node_pool.clone(), "reason" => reason)
+                .set(b.disrupting as f64);
+        }
+        for b in &plan.blocked {
+            tracing::debug!(node = %b.node, node_pool = %b.node_pool, reason = %b.reason, "not disrupted");
+        }
+        let decision = plan.decision.clone();
+        self.lock().last_disruption = Some(plan);
+        let decision = decision?;
+        let method = decision.method.as_str();
+        tracing::info!(
+            method,
+            nodes = ?decision.node_names(),
+            replacements = decision.replacements.len(),
+            savings_per_hour = decision.savings_per_hour,
+            "disruption decided; validating after the wait"
+        );
+        tokio::time::sleep(self.options.disruption.validation_wait).await;
+        let Some(fresh) = self.disruption_input().await else {
+            ::metrics::counter!(metrics::DISRUPTION_DECISIONS_TOTAL, "method" => method, "decision" => "invalidated").increment(1);
+            tracing::info!(method, "disruption dropped: the cluster is not settled");
+            return None;
+        };
+        let decision = match disruption::validate(&fresh, &decision) {
+            Ok(d) => d,
+            Err(why) => {
+                ::metrics::counter!(metrics::DISRUPTION_DECISIONS_TOTAL, "method" => method, "decision" => "invalidated").increment(1);
+                tracing::info!(method, %why, "disruption dropped on validation");
+                return None;
+            }
+        };
+        let now = self.options.clock.now();
+        let command = {
+            let mut s = self.lock();
+            let mut replacements = Vec::new();
+            for new in &decision.replacements {
+                let Some(pool) = s.model.node_pool(&new.node_pool).cloned() else {
+                    continue;
+                };
+                let claim = node_claim_for(new, &pool, &claim_name(&pool.name), now);
+                // In flight from now: provisioning counts it, and the candidates' pods find
+                // it once they are evicted.
+                s.model.record_launch(claim.clone(), &[]);
+                replacements.push(claim);
+            }
+            Command {
+                id: claim_name("disruption"),
+                method: decision.method,
+                node_claims: decision
+                    .candidates
+                    .iter()
+                    .map(|c| c.node_claim.clone())
+                    .collect(),
+                replacements,
+                savings_per_hour: decision.savings_per_hour,
+                reason: decision.reason.clone(),
+            }
+        };
+        match self.cloud.disrupt(&command).await {
+            Ok(()) => {
+                self.lock()
+                    .disrupted
+                    .extend(command.node_claims.iter().cloned());
+                ::metrics::counter!(metrics::DISRUPTION_DECISIONS_TOTAL, "method" => method, "decision" => "executed").increment(1);
+                ::metrics::counter!(metrics::DISRUPTION_NODES_TOTAL, "method" => method)
+                    .increment(command.node_claims.len() as u64);
+                tracing::info!(
+                    decision = %command.id,
+                    method,
+                    node_claims = ?command.node_claims,
+                    savings_per_hour = command.savings_per_hour,
+                    "disrupting"
+                );
+                Some(command)
+            }
+            Err(e) => {
+                ::metrics::counter!(metrics::DISRUPTION_DECISIONS_TOTAL, "method" => method, "decision" => "failed").increment(1);
+                tracing::warn!(decision = %command.id, error = %e, "disruption refused by the actuator");
+                let mut s = self.lock();
+                for c in &command.replacements {
+                    s.model.forget_claim(&c.name);
+                }
+                None
+            }
+        }
+    }
+
+    /// Why `node` is still here (or what disruption would do with it), from the last
+    /// evaluation.
+    pub fn explain_node(&self, node: &str) -> String {
+        let s = self.lock();
+        let Some(plan) = &s.last_disruption else {
+            return if self.options.disruption.enabled {
+                "disruption has not been evaluated yet (the cluster has not settled)".into()
+            } else {
+                "disruption is disabled (--disruption=false)".into()
+            };
+        };
+        if let Some(d) = &plan.decision
+            && d.candidates.iter().any(|c| c.node == node)
+        {
+            return format!(
+                "being disrupted: {} ({}), saving ${:.4}/h",
+                d.method.as_str(),
+                d.reason,
+                d.savings_per_hour
+            );
+        }
+        if let Some(b) = plan.blocked.iter().find(|b| b.node == node) {
+            return format!("kept: {}", b.reason);
+        }
+        "kept: its pods need it (no cheaper arrangement found), or it is not managed by a NodePool"
+            .into()
     }
 
     /// Pods pending, claims launched but not yet reported: for tests and `/readyz`.

@@ -33,6 +33,31 @@ fn duration(s: &str) -> Result<Duration, String> {
     berth_api::duration::parse_flag(s)
 }
 
+/// Karpenter's feature gates as Berth reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeatureGates {
+    pub spot_to_spot_consolidation: bool,
+}
+
+fn feature_gates(s: &str) -> Result<FeatureGates, String> {
+    let mut gates = FeatureGates::default();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: expected Name=true|false"))?;
+        let value: bool = value
+            .parse()
+            .map_err(|_| format!("{name}: {value:?} is not true or false"))?;
+        match name {
+            "SpotToSpotConsolidation" => gates.spot_to_spot_consolidation = value,
+            // Karpenter's other gates do not change the scheduler's decisions.
+            "NodeRepair" | "ReservedCapacity" | "StaticCapacity" | "NodeOverlay" => {}
+            other => return Err(format!("{other}: not a known feature gate")),
+        }
+    }
+    Ok(gates)
+}
+
 /// berth-scheduler: serves `berth.v1.Scheduler` to the watcher and launches NodeClaims
 /// through the actuator's `berth.v1.CloudProvider`.
 #[derive(Debug, Clone, clap::Parser)]
@@ -66,6 +91,19 @@ pub struct Args {
     /// Attempts per launch when the actuator is unavailable (launches are idempotent).
     #[arg(long, env = "BERTH_LAUNCH_ATTEMPTS", default_value_t = 3)]
     pub launch_attempts: u32,
+    /// Remove and replace nodes (expiry, drift, emptiness, consolidation). Off: nodes stay.
+    #[arg(long, env = "BERTH_DISRUPTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub disruption: bool,
+    /// How often a settled cluster is evaluated for disruption.
+    #[arg(long, env = "BERTH_DISRUPTION_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub disruption_interval: Duration,
+    /// How long a disruption decision waits before it is validated against fresh state and
+    /// carried out (Karpenter's 15 s).
+    #[arg(long, env = "BERTH_DISRUPTION_VALIDATION", default_value = "15s", value_parser = duration)]
+    pub disruption_validation: Duration,
+    /// Karpenter's feature gates, `Name=true,...`; Berth reads `SpotToSpotConsolidation`.
+    #[arg(long, env = "BERTH_FEATURE_GATES", default_value = "", value_parser = feature_gates)]
+    pub feature_gates: FeatureGates,
     /// Deadline for every unary RPC served (Explain).
     #[arg(long, env = "BERTH_RPC_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub rpc_timeout: Duration,
@@ -122,20 +160,30 @@ impl Running {
 
 /// Binds both addresses and serves, calling the actuator at `--actuator-url`.
 pub async fn start(args: Args, metrics: PrometheusHandle) -> anyhow::Result<Running> {
+    start_on(args, metrics, engine::Clock::default()).await
+}
+
+/// [`start`] on a given clock (a simulated cluster's, which runs faster than the wall's).
+pub async fn start_on(
+    args: Args,
+    metrics: PrometheusHandle,
+    clock: engine::Clock,
+) -> anyhow::Result<Running> {
     let endpoint = args.client_tls.endpoint(
         &args.actuator_url,
         "--actuator-url",
         Some(args.actuator_timeout),
     )?;
     let cloud = service::GrpcCloud::new(endpoint);
-    start_with(args, cloud, metrics).await
+    start_with(args, cloud, metrics, clock).await
 }
 
-/// [`start`] with a given cloud (tests use a fake).
+/// [`start`] with a given cloud (tests use a fake) and clock.
 pub async fn start_with<C: Cloud>(
     args: Args,
     cloud: C,
     metrics: PrometheusHandle,
+    clock: engine::Clock,
 ) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(args.grpc_addr)
         .await
@@ -152,6 +200,16 @@ pub async fn start_with<C: Cloud>(
             batch_max: args.batch_max,
             instance_types_ttl: args.instance_types_ttl,
             launch_attempts: args.launch_attempts.max(1),
+            disruption: engine::DisruptionOptions {
+                enabled: args.disruption,
+                interval: args.disruption_interval,
+                validation_wait: args.disruption_validation,
+                core: berth_scheduler_core::disruption::Options {
+                    spot_to_spot: args.feature_gates.spot_to_spot_consolidation,
+                    ..Default::default()
+                },
+            },
+            clock,
         },
     );
     let mut builder = tonic::transport::Server::builder()
@@ -184,7 +242,8 @@ pub async fn start_with<C: Cloud>(
             }
         }
     };
-    let solving = engine.run(stopped.clone());
+    let solving = engine.clone().run(stopped.clone());
+    let disrupting = engine.clone().run_disruption(stopped.clone());
     let stop_all = stop.clone();
     let task = tokio::spawn(async move {
         let grpc = async {
@@ -192,7 +251,7 @@ pub async fn start_with<C: Cloud>(
             let _ = stop_all.send(true);
             r
         };
-        let (g, a, (), ()) = tokio::join!(grpc, admin, solving, readiness);
+        let (g, a, (), (), ()) = tokio::join!(grpc, admin, solving, disrupting, readiness);
         g.context("gRPC server")?;
         a?;
         Ok(())

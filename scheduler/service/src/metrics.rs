@@ -20,6 +20,20 @@ pub const SYNC_STREAMS_TOTAL: &str = "berth_scheduler_sync_streams_total";
 /// Counter: batches applied from watchers, by `kind` (`snapshot`, `delta`).
 pub const BATCHES_APPLIED_TOTAL: &str = "berth_scheduler_batches_applied_total";
 
+/// Counter: disruption decisions, by `method` and `decision` (`executed`, `invalidated` on
+/// validation, `failed` when the actuator refused).
+pub const DISRUPTION_DECISIONS_TOTAL: &str = "berth_scheduler_disruption_decisions_total";
+/// Counter: nodes disrupted, by `method`.
+pub const DISRUPTION_NODES_TOTAL: &str = "berth_scheduler_disruption_nodes_total";
+/// Gauge: nodes some disruption method could take (before budgets), at the last evaluation.
+pub const DISRUPTION_ELIGIBLE_NODES: &str = "berth_scheduler_disruption_eligible_nodes";
+/// Gauge: disruptions the NodePool's budgets still allow, by `nodepool` and `reason`.
+pub const DISRUPTION_BUDGET_ALLOWED: &str = "berth_scheduler_disruption_budget_allowed";
+/// Gauge: nodes of the NodePool being disrupted, by `nodepool` and `reason`.
+pub const DISRUPTION_BUDGET_DISRUPTING: &str = "berth_scheduler_disruption_budget_disrupting";
+/// Histogram: seconds per disruption evaluation (every method).
+pub const DISRUPTION_EVALUATION_SECONDS: &str = "berth_scheduler_disruption_evaluation_seconds";
+
 const SECONDS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
@@ -33,6 +47,7 @@ pub const BUCKETS: berth_service::Buckets = &[
     (SCHEDULING_DURATION_SECONDS, SECONDS),
     (BATCH_SIZE, PODS),
     (POD_NOMINATION_SECONDS, POD_WAIT),
+    (DISRUPTION_EVALUATION_SECONDS, SECONDS),
 ];
 
 pub fn describe() {
@@ -56,5 +71,24 @@ pub fn describe() {
         "Instance-type fetches from the actuator"
     );
     describe_counter!(SYNC_STREAMS_TOTAL, "Sync streams opened by watchers");
+    describe_counter!(
+        DISRUPTION_DECISIONS_TOTAL,
+        "Disruption decisions, by outcome"
+    );
+    describe_counter!(DISRUPTION_NODES_TOTAL, "Nodes disrupted");
+    describe_gauge!(
+        DISRUPTION_ELIGIBLE_NODES,
+        "Nodes a disruption method could take"
+    );
+    describe_gauge!(
+        DISRUPTION_BUDGET_ALLOWED,
+        "Disruptions the budgets allow now"
+    );
+    describe_gauge!(DISRUPTION_BUDGET_DISRUPTING, "Nodes being disrupted");
+    describe_histogram!(
+        DISRUPTION_EVALUATION_SECONDS,
+        Unit::Seconds,
+        "Duration of a disruption evaluation"
+    );
     describe_counter!(BATCHES_APPLIED_TOTAL, "Batches applied from watchers");
 }

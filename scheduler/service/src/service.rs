@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use berth_proto::v1 as p;
 use berth_scheduler_core::cloud::CloudError;
+use berth_scheduler_core::disruption::Command;
 use berth_scheduler_core::model::{Instance, InstanceType, NodeClaim, NodePool, ObjectKey};
 use berth_scheduler_core::sync::{Batch, Feedback};
 use futures::Stream;
@@ -127,10 +128,19 @@ impl<C: Cloud> p::scheduler_server::Scheduler for SchedulerService<C> {
         &self,
         request: Request<p::ExplainRequest>,
     ) -> Result<Response<p::ExplainResponse>, Status> {
+        let request = request.into_inner();
+        use p::explain_response::Outcome;
+        if !request.node.is_empty() {
+            if request.pod.is_some() {
+                return Err(Status::invalid_argument("pod, node: give one, not both"));
+            }
+            return Ok(Response::new(p::ExplainResponse {
+                outcome: Some(Outcome::Disruption(self.engine.explain_node(&request.node))),
+            }));
+        }
         let key = request
-            .into_inner()
             .pod
-            .ok_or_else(|| Status::invalid_argument("pod: required"))?;
+            .ok_or_else(|| Status::invalid_argument("pod: required (or node)"))?;
         if key.name.is_empty() {
             return Err(Status::invalid_argument("pod.name: required"));
         }
@@ -142,7 +152,6 @@ impl<C: Cloud> p::scheduler_server::Scheduler for SchedulerService<C> {
             },
             &key.name,
         );
-        use p::explain_response::Outcome;
         let outcome = match self.engine.explain(&key).await {
             Explanation::Node(n) => Outcome::Node(n),
             Explanation::NodeClaim(c) => Outcome::NodeClaim(c),
@@ -218,5 +227,14 @@ impl Cloud for GrpcCloud {
                 message: "the actuator's LaunchResponse has no instance".into(),
             })?;
         Instance::try_from(instance).map_err(conversion)
+    }
+
+    async fn disrupt(&self, command: &Command) -> Result<(), CloudError> {
+        self.client
+            .clone()
+            .disrupt(p::DisruptRequest::from(command))
+            .await
+            .map_err(|s| berth_proto::status::from_status(&s))?;
+        Ok(())
     }
 }
