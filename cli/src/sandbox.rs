@@ -123,7 +123,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     println!("  kubectl get pods,nodeclaims,nodes -w");
     println!("  kubectl get events --field-selector reason=Nominated");
     println!();
-    println!("Nodes are not removed when they empty yet (disruption is not built).");
+    println!("Empty nodes are removed after consolidateAfter; see docs/disruption.md.");
     println!("Ctrl-C stops everything.");
     println!("sandbox ready");
 
