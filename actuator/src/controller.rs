@@ -368,6 +368,19 @@ impl<P: CloudProvider> Lifecycle<P> {
         }
     }
 
+    /// The pods bound to `node`, as the drain sees them.
+    async fn pods_on(&self, node: &str) -> Result<Vec<PodView>, StoreError> {
+        Ok(self
+            .pods
+            .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+            .await
+            .map_err(kube_error)?
+            .items
+            .iter()
+            .map(pod_view)
+            .collect())
+    }
+
     /// A claim recorded in a disruption decision: taint its node, wait for the replacements,
     /// then delete it (the drain follows), or roll the decision back.
     async fn disrupt(
@@ -387,13 +400,9 @@ impl<P: CloudProvider> Lifecycle<P> {
         });
         let emptiness_broken = match (&node_name, mark.method.as_str()) {
             (Some(n), "Empty") => self
-                .pods
-                .list(&ListParams::default().fields(&format!("spec.nodeName={n}")))
-                .await
-                .map_err(kube_error)?
-                .items
+                .pods_on(n)
+                .await?
                 .iter()
-                .map(pod_view)
                 .any(|p| !p.daemon_set && !p.mirror && !p.terminal),
             _ => false,
         };
@@ -480,15 +489,7 @@ impl<P: CloudProvider> Lifecycle<P> {
         }
         let node_name = node.and_then(|n| n.metadata.name.clone());
         let pods: Vec<PodView> = match &node_name {
-            Some(n) => self
-                .pods
-                .list(&ListParams::default().fields(&format!("spec.nodeName={n}")))
-                .await
-                .map_err(kube_error)?
-                .items
-                .iter()
-                .map(pod_view)
-                .collect(),
+            Some(n) => self.pods_on(n).await?,
             None => Vec::new(),
         };
         let grace_over = match (

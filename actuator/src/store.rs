@@ -448,13 +448,7 @@ impl NodeClaimStore for Kube {
     }
 
     async fn mark_disruption(&self, name: &str, mark: &DisruptionMark) -> Result<(), StoreError> {
-        use kube::api::{Patch, PatchParams};
-        for _ in 0..5 {
-            let current = match self.api.get(name).await {
-                Ok(c) => c,
-                Err(e) if is_status(&e, 404) => return Err(StoreError::NotFound(name.to_owned())),
-                Err(e) => return Err(kube_error(e)),
-            };
+        self.patch_metadata(name, true, |current| {
             if current.metadata.deletion_timestamp.is_some() {
                 return Err(StoreError::Conflict(format!(
                     "NodeClaim {name} is being deleted"
@@ -462,83 +456,38 @@ impl NodeClaimStore for Kube {
             }
             let annotations = current.metadata.annotations.clone().unwrap_or_default();
             match annotations.get(labels::DISRUPTION_ID) {
-                Some(id) if *id == mark.id => return Ok(()),
-                Some(id) => {
-                    return Err(StoreError::Conflict(format!(
-                        "NodeClaim {name} is already in disruption {id}"
-                    )));
-                }
-                None => {}
+                Some(id) if *id == mark.id => Ok(None),
+                Some(id) => Err(StoreError::Conflict(format!(
+                    "NodeClaim {name} is already in disruption {id}"
+                ))),
+                None => Ok(Some(
+                    serde_json::json!({ "annotations": mark.annotations() }),
+                )),
             }
-            let patch = serde_json::json!({
-                "metadata": {
-                    "resourceVersion": current.metadata.resource_version,
-                    "annotations": mark.annotations(),
-                }
-            });
-            match self
-                .api
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if is_status(&e, 409) => continue,
-                Err(e) if is_status(&e, 404) => return Err(StoreError::NotFound(name.to_owned())),
-                Err(e) => return Err(kube_error(e)),
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "NodeClaim {name}: kept changing under five attempts to record a disruption"
-        )))
+        })
+        .await
     }
 
     async fn clear_disruption(&self, name: &str, id: &str) -> Result<(), StoreError> {
-        use kube::api::{Patch, PatchParams};
-        for _ in 0..5 {
-            let current = match self.api.get(name).await {
-                Ok(c) => c,
-                Err(e) if is_status(&e, 404) => return Ok(()),
-                Err(e) => return Err(kube_error(e)),
-            };
+        self.patch_metadata(name, false, |current| {
             let annotations = current.metadata.annotations.clone().unwrap_or_default();
             if annotations.get(labels::DISRUPTION_ID).map(String::as_str) != Some(id) {
-                return Ok(());
+                return Ok(None);
             }
-            let patch = serde_json::json!({
-                "metadata": {
-                    "resourceVersion": current.metadata.resource_version,
-                    "annotations": {
-                        labels::DISRUPTION_ID: null,
-                        labels::DISRUPTION_METHOD: null,
-                        labels::DISRUPTION_REPLACEMENTS: null,
-                        labels::DISRUPTION_STARTED: null,
-                    },
-                }
-            });
-            match self
-                .api
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if is_status(&e, 409) => continue,
-                Err(e) if is_status(&e, 404) => return Ok(()),
-                Err(e) => return Err(kube_error(e)),
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "NodeClaim {name}: kept changing under five attempts to clear a disruption"
-        )))
+            Ok(Some(serde_json::json!({
+                "annotations": {
+                    labels::DISRUPTION_ID: null,
+                    labels::DISRUPTION_METHOD: null,
+                    labels::DISRUPTION_REPLACEMENTS: null,
+                    labels::DISRUPTION_STARTED: null,
+                },
+            })))
+        })
+        .await
     }
 
     async fn finalize(&self, name: &str) -> Result<(), StoreError> {
-        use kube::api::{Patch, PatchParams};
-        for _ in 0..5 {
-            let current = match self.api.get(name).await {
-                Ok(c) => c,
-                Err(e) if is_status(&e, 404) => return Ok(()),
-                Err(e) => return Err(kube_error(e)),
-            };
+        self.patch_metadata(name, false, |current| {
             let finalizers: Vec<String> = current
                 .metadata
                 .finalizers
@@ -547,12 +496,41 @@ impl NodeClaimStore for Kube {
                 .into_iter()
                 .filter(|f| f != labels::TERMINATION_FINALIZER)
                 .collect();
-            let patch = serde_json::json!({
-                "metadata": {
-                    "resourceVersion": current.metadata.resource_version,
-                    "finalizers": finalizers,
-                }
-            });
+            Ok(Some(serde_json::json!({ "finalizers": finalizers })))
+        })
+        .await
+    }
+}
+
+impl Kube {
+    /// Merges the metadata `change` computes from the current object (`None`: nothing to
+    /// write), guarded by its resourceVersion and retried on a conflicting write. A claim that
+    /// is gone is `NotFound` when `must_exist`, else nothing to do.
+    async fn patch_metadata(
+        &self,
+        name: &str,
+        must_exist: bool,
+        change: impl Fn(&berth_api::v1::NodeClaim) -> Result<Option<serde_json::Value>, StoreError>,
+    ) -> Result<(), StoreError> {
+        use kube::api::{Patch, PatchParams};
+        let gone = || {
+            if must_exist {
+                Err(StoreError::NotFound(name.to_owned()))
+            } else {
+                Ok(())
+            }
+        };
+        for _ in 0..5 {
+            let current = match self.api.get(name).await {
+                Ok(c) => c,
+                Err(e) if is_status(&e, 404) => return gone(),
+                Err(e) => return Err(kube_error(e)),
+            };
+            let Some(mut metadata) = change(&current)? else {
+                return Ok(());
+            };
+            metadata["resourceVersion"] = current.metadata.resource_version.clone().into();
+            let patch = serde_json::json!({ "metadata": metadata });
             match self
                 .api
                 .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -560,12 +538,12 @@ impl NodeClaimStore for Kube {
             {
                 Ok(_) => return Ok(()),
                 Err(e) if is_status(&e, 409) => continue,
-                Err(e) if is_status(&e, 404) => return Ok(()),
+                Err(e) if is_status(&e, 404) => return gone(),
                 Err(e) => return Err(kube_error(e)),
             }
         }
         Err(StoreError::Unavailable(format!(
-            "NodeClaim {name}: finalizers kept changing under five attempts"
+            "NodeClaim {name}: kept changing under five attempts to write it"
         )))
     }
 }
