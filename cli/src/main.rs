@@ -47,11 +47,13 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions Berth installs (NodePool, NodeClaim, EC2NodeClass).
     Crds,
-    /// One scheduling decision, offline: what would Berth launch for these manifests?
+    /// One scheduling decision, offline: what would Berth launch for these manifests, and what
+    /// would disruption do with their Nodes?
     ///
     /// Reads NodePools and EC2NodeClasses (v1 or v1beta1), Pods, Deployments, ReplicaSets,
-    /// StatefulSets and Jobs (expanded to their pods), DaemonSets, Nodes (existing capacity),
-    /// PodDisruptionBudgets, PersistentVolumeClaims and PersistentVolumes.
+    /// StatefulSets and Jobs (expanded to their pods), DaemonSets, Nodes (existing capacity)
+    /// and their NodeClaims, PodDisruptionBudgets, PersistentVolumeClaims and
+    /// PersistentVolumes.
     Plan {
         /// Manifest files (multi-document YAML or JSON); `-` reads stdin.
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
@@ -62,6 +64,10 @@ enum Command {
         /// Output format.
         #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json", "yaml"])]
         output: String,
+        /// The clock for disruption (RFC 3339, e.g. 2025-06-01T09:00:00Z): expiry, budgets'
+        /// schedules and consolidateAfter; default: now.
+        #[arg(long)]
+        now: Option<String>,
     },
     /// Play the seed article's story: GitLab CI build pods on a tainted NodePool, in bursts.
     ///
@@ -247,7 +253,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             files,
             catalog,
             output,
+            now,
         } => {
+            let now = match now {
+                Some(now) => plan::parse_now(&now)?,
+                None => std::time::SystemTime::now(),
+            };
             let catalog = read_catalog(catalog.as_deref())?;
             let inputs = files
                 .iter()
@@ -262,7 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            print!("{}", plan::run(&inputs, &catalog, &output)?);
+            print!("{}", plan::run(&inputs, &catalog, &output, now)?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -5,8 +5,15 @@
 //!                      ──> Pods, Deployments/ReplicaSets/StatefulSets/Jobs (expanded to pods),
 //!                          DaemonSets, Nodes (existing capacity), PDBs, PVCs/PVs, Namespaces
 //!        catalog (built in, or --catalog) + each EC2NodeClass's kubelet ──> instance types
-//!  ──> SchedulingInput ──solve──> Plan ──> table | json | yaml
+//!  ──> SchedulingInput ──solve──> Plan ─────────────────────────────┐
+//!  Nodes + NodeClaims (given, or made up from the Node) + running pods  ├─> table | json | yaml
+//!  + pods the Plan puts on those Nodes ──> DisruptionInput ──decide──> DisruptionPlan
 //! ```
+//!
+//! The clock is `--now` (default: the system's): expiry, budgets' schedules and
+//! `consolidateAfter` read it. See [`disruption`] for what is made up where the files are silent.
+
+mod disruption;
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -45,6 +52,13 @@ struct Objects {
     pvcs: Vec<core::PersistentVolumeClaim>,
     pvs: Vec<core::PersistentVolume>,
     namespaces: Vec<core::Namespace>,
+}
+
+/// What the files describe: the provisioning input, and what disruption needs beside it.
+pub struct Input {
+    pub scheduling: SchedulingInput,
+    /// What disruption reads of the Nodes beside the scheduling input.
+    pub disruption: disruption::Cluster,
 }
 
 fn typed<T: DeserializeOwned>(file: &str, doc: usize, value: Value) -> anyhow::Result<T> {
@@ -162,7 +176,7 @@ fn read(objects: &mut Objects, file: &str, text: &str) -> anyhow::Result<()> {
                     .push(("Job".into(), d.metadata, spec.template, pods));
             }
             _ => bail!(
-                "{file}: document {doc}: {api_version} {kind} is not something `berth plan` reads (NodePool, EC2NodeClass, Pod, Deployment, ReplicaSet, StatefulSet, Job, DaemonSet, Node, PodDisruptionBudget, PersistentVolumeClaim, PersistentVolume, Namespace)"
+                "{file}: document {doc}: {api_version} {kind} is not something `berth plan` reads (NodePool, EC2NodeClass, NodeClaim, Pod, Deployment, ReplicaSet, StatefulSet, Job, DaemonSet, Node, PodDisruptionBudget, PersistentVolumeClaim, PersistentVolume, Namespace)"
             ),
         }
     }
@@ -174,8 +188,12 @@ fn node_class_settings(c: &v1::EC2NodeClass) -> anyhow::Result<(KubeletSettings,
     domain::node_class_settings(&c.spec).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Reads the files and assembles the scheduling input.
-pub fn input(files: &[(String, String)], catalog: &Catalog) -> anyhow::Result<SchedulingInput> {
+/// Reads the files and assembles the scheduling input (at `now`) and the disruption side.
+pub fn input(
+    files: &[(String, String)],
+    catalog: &Catalog,
+    now: SystemTime,
+) -> anyhow::Result<Input> {
     let mut objects = Objects::default();
     for (name, text) in files {
         read(&mut objects, name, text)?;
@@ -324,20 +342,19 @@ pub fn input(files: &[(String, String)], catalog: &Catalog) -> anyhow::Result<Sc
         .pdbs
         .iter()
         .map(|b| {
-            let selector = b.spec.as_ref().and_then(|s| s.selector.as_ref());
-            m::PodDisruptionBudget {
-                key: m::ObjectKey::new(
-                    b.metadata.namespace.as_deref().unwrap_or("default"),
-                    b.metadata.name.as_deref().unwrap_or_default(),
-                ),
-                selector: selector.map_or_else(m::LabelSelector::default, |s| m::LabelSelector {
-                    match_labels: s.match_labels.clone().unwrap_or_default(),
-                    match_expressions: vec![],
-                }),
-                disruptions_allowed: b.status.as_ref().map_or(0, |s| s.disruptions_allowed),
+            let object = format!(
+                "PodDisruptionBudget/{}",
+                b.metadata.name.clone().unwrap_or_default()
+            );
+            let mut pdb = domain::pod_disruption_budget(b)
+                .map_err(|e| anyhow::anyhow!("{}{object}: {e}", origin(&object)))?;
+            // As for pods: no namespace in a file is `default`.
+            if pdb.key.namespace.is_empty() {
+                pdb.key.namespace = "default".into();
             }
+            Ok(pdb)
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let namespaces = objects
         .namespaces
         .iter()
@@ -346,15 +363,39 @@ pub fn input(files: &[(String, String)], catalog: &Catalog) -> anyhow::Result<Sc
             labels: n.metadata.labels.clone().unwrap_or_default(),
         })
         .collect();
-    Ok(SchedulingInput {
-        now: SystemTime::now(),
-        node_pools,
-        nodes,
-        node_claims: vec![],
-        daemon_sets,
-        pods: pending,
-        pod_disruption_budgets,
-        namespaces,
+    let node_claims = converted
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            V1Object::NodeClaim(c) => Some(c),
+            _ => None,
+        })
+        .map(|c| {
+            let object = format!("NodeClaim/{}", c.metadata.name.clone().unwrap_or_default());
+            disruption::GivenClaim::read(c)
+                .map_err(|e| anyhow::anyhow!("{}{object}: {e}", origin(&object)))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let disruption = disruption::Cluster::new(
+        &objects.nodes,
+        &nodes,
+        node_claims,
+        &objects.pods,
+        &node_pools,
+        now,
+    );
+    Ok(Input {
+        scheduling: SchedulingInput {
+            now,
+            node_pools,
+            nodes,
+            node_claims: vec![],
+            daemon_sets,
+            pods: pending,
+            pod_disruption_budgets,
+            namespaces,
+        },
+        disruption,
     })
 }
 
@@ -366,6 +407,11 @@ pub struct PlanOutput {
     pub placements: Vec<PlacementOutput>,
     pub unschedulable: Vec<UnschedulableOutput>,
     pub totals: Totals,
+    /// What disruption would do next with the Nodes (at most one decision today: Karpenter
+    /// takes one at a time). A list, so that later decisions can be added.
+    pub disruptions: Vec<disruption::DisruptionOutput>,
+    /// Nodes that stay, and why.
+    pub disruption_blocked: Vec<disruption::BlockedOutput>,
 }
 
 #[derive(Debug, Serialize)]
@@ -406,8 +452,11 @@ pub struct Totals {
     pub price_per_hour: f64,
 }
 
-pub fn output(plan: &Plan) -> PlanOutput {
+pub fn output(plan: &Plan, disruption: &disruption::Outcome) -> PlanOutput {
+    let (disruptions, disruption_blocked) = disruption.output();
     PlanOutput {
+        disruptions,
+        disruption_blocked,
         new_node_claims: plan
             .new_node_claims
             .iter()
@@ -449,9 +498,14 @@ pub fn output(plan: &Plan) -> PlanOutput {
             pods: plan.stats.pods,
             scheduled: plan.stats.pods - plan.stats.unschedulable,
             new_node_claims: plan.new_node_claims.len(),
-            price_per_hour: (plan.stats.new_price * 10_000.0).round() / 10_000.0,
+            price_per_hour: round4(plan.stats.new_price),
         },
     }
+}
+
+/// USD to four places. NB: `+ 0.0` turns the `-0.0` of an empty sum into `0.0`.
+fn round4(usd: f64) -> f64 {
+    (usd * 10_000.0).round() / 10_000.0 + 0.0
 }
 
 fn target_name(t: &NominationTarget) -> String {
@@ -490,6 +544,7 @@ pub fn table(out: &PlanOutput) -> String {
     for u in &out.unschedulable {
         let _ = writeln!(s, "unschedulable {}: {}", u.pod, u.reason);
     }
+    disruption::table(&mut s, &out.disruptions, &out.disruption_blocked);
     let t = &out.totals;
     let _ = writeln!(
         s,
@@ -499,11 +554,32 @@ pub fn table(out: &PlanOutput) -> String {
     s
 }
 
-/// Solves and renders.
-pub fn run(files: &[(String, String)], catalog: &Catalog, format: &str) -> anyhow::Result<String> {
-    let input = input(files, catalog)?;
-    let plan = solver::solve(&input);
-    let out = output(&plan);
+/// `--now`: an RFC 3339 time (`2025-06-01T09:00:00Z`).
+pub fn parse_now(s: &str) -> anyhow::Result<SystemTime> {
+    let t: k8s_openapi::jiff::Timestamp = s.parse().map_err(|e| {
+        anyhow::anyhow!("--now: {s:?} is not an RFC 3339 time like 2025-06-01T09:00:00Z ({e})")
+    })?;
+    let after_epoch = u64::try_from(t.as_second())
+        .map_err(|_| anyhow::anyhow!("--now: {s:?} is before 1970-01-01T00:00:00Z"))?;
+    Ok(SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_secs(after_epoch)
+        + std::time::Duration::from_nanos(u64::from(t.subsec_nanosecond().unsigned_abs())))
+}
+
+/// Solves, evaluates disruption at `now`, and renders.
+pub fn run(
+    files: &[(String, String)],
+    catalog: &Catalog,
+    format: &str,
+    now: SystemTime,
+) -> anyhow::Result<String> {
+    let Input {
+        scheduling,
+        disruption,
+    } = input(files, catalog, now)?;
+    let plan = solver::solve(&scheduling);
+    let outcome = disruption.decide(scheduling, &plan);
+    let out = output(&plan, &outcome);
     Ok(match format {
         "json" => serde_json::to_string_pretty(&out)? + "\n",
         "yaml" => serde_norway::to_string(&out)?,
