@@ -28,13 +28,13 @@
 //! Pure: time is `DisruptionInput::now`; nothing here reads a clock except for the stats'
 //! durations.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::labels;
 use crate::model::{
     BudgetNodes, CapacityType, ConsolidationPolicy, DisruptionReason, Labels, Node, NodeClaim,
-    NodeClaimCondition, NodePool, ObjectKey, Pod, PodPhase,
+    NodeClaimCondition, NodePool, ObjectKey, Pod, PodPhase, Resources,
 };
 use crate::requirements::{Requirements, ValueSet};
 use crate::solver::{self, ExistingNode, NewNodeClaim, SchedulingInput};
@@ -519,19 +519,51 @@ fn node_price(input: &SchedulingInput, pool: usize, node: &Node) -> Option<f64> 
         .map(|o| o.price)
 }
 
-fn claim_for<'a>(claims: &'a [NodeClaim], node: &Node) -> Option<(usize, &'a NodeClaim)> {
-    claims.iter().enumerate().find(|(_, c)| {
-        (!c.node_name.is_empty() && c.node_name == node.name)
-            || (!c.provider_id.is_empty() && c.provider_id == node.provider_id)
-    })
+/// The NodeClaim of each node: the first that names it, by node name or provider id (an index,
+/// so that a cluster of thousands of nodes is not matched pairwise).
+struct ClaimIndex<'a> {
+    claims: &'a [NodeClaim],
+    by_node: HashMap<&'a str, usize>,
+    by_provider: HashMap<&'a str, usize>,
+}
+
+impl<'a> ClaimIndex<'a> {
+    fn new(claims: &'a [NodeClaim]) -> Self {
+        let mut by_node = HashMap::new();
+        let mut by_provider = HashMap::new();
+        for (i, c) in claims.iter().enumerate() {
+            if !c.node_name.is_empty() {
+                by_node.entry(c.node_name.as_str()).or_insert(i);
+            }
+            if !c.provider_id.is_empty() {
+                by_provider.entry(c.provider_id.as_str()).or_insert(i);
+            }
+        }
+        Self {
+            claims,
+            by_node,
+            by_provider,
+        }
+    }
+
+    fn claim_for(&self, node: &Node) -> Option<(usize, &'a NodeClaim)> {
+        let by_node = self.by_node.get(node.name.as_str()).copied();
+        let by_provider = self.by_provider.get(node.provider_id.as_str()).copied();
+        let i = match (by_node, by_provider) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some((i, &self.claims[i]))
+    }
 }
 
 fn nodes_info(input: &DisruptionInput) -> Vec<NodeInfo> {
     let cluster = &input.cluster;
     let now = cluster.now;
+    let claims = ClaimIndex::new(&input.node_claims);
     let mut out = Vec::new();
     for (index, n) in cluster.nodes.iter().enumerate() {
-        let Some((claim_index, claim)) = claim_for(&input.node_claims, &n.node) else {
+        let Some((claim_index, claim)) = claims.claim_for(&n.node) else {
             continue; // not Berth's (or Karpenter's) to disrupt
         };
         let pool = cluster
@@ -660,13 +692,6 @@ fn block_reason(
 
 // ---- simulation ------------------------------------------------------------------------------------
 
-/// Where the pods of `out` (and of nodes already being disrupted) would go: the cluster
-/// without those nodes, their reschedulable pods pending. The pending pods of the cluster are
-/// left out: provisioning answers for them.
-fn simulate(input: &DisruptionInput, infos: &[NodeInfo], out: &[usize]) -> solver::Plan {
-    solver::solve(&simulation_input(input, infos, out, None))
-}
-
 /// The cluster `decision` leaves, and the provisioning plan for the pods its nodes held (and
 /// the pods of nodes already being disrupted), as [`decide`] simulated it: for checking a
 /// decision independently (e.g. with [`crate::checker::check`]).
@@ -699,17 +724,7 @@ fn simulation_input(
         .map(|i| i.index)
         .chain(out.iter().map(|&o| infos[o].index))
         .collect();
-    let mut pods = Vec::new();
-    for info in infos.iter().filter(|i| leaving.contains(&i.index)) {
-        for &p in &info.reschedulable {
-            let mut pod = cluster.nodes[info.index].pods[p].clone();
-            pod.node_name = None;
-            pod.nominated_node_claim = None;
-            pod.phase = PodPhase::Pending;
-            pod.unschedulable = true;
-            pods.push(pod);
-        }
-    }
+    let pods = leaving_pods(cluster, infos, &leaving);
     let mut sim = SchedulingInput {
         now: cluster.now,
         node_pools: cluster.node_pools.clone(),
@@ -730,6 +745,126 @@ fn simulation_input(
         limit_to_one_new(&mut sim, only);
     }
     sim
+}
+
+/// The reschedulable pods of the nodes in `leaving` (by index in the cluster), pending again,
+/// in the order of `infos`.
+fn leaving_pods(
+    cluster: &SchedulingInput,
+    infos: &[NodeInfo],
+    leaving: &BTreeSet<usize>,
+) -> Vec<Pod> {
+    let mut pods = Vec::new();
+    for info in infos.iter().filter(|i| leaving.contains(&i.index)) {
+        for &p in &info.reschedulable {
+            let mut pod = cluster.nodes[info.index].pods[p].clone();
+            pod.node_name = None;
+            pod.nominated_node_claim = None;
+            pod.phase = PodPhase::Pending;
+            pod.unschedulable = true;
+            pods.push(pod);
+        }
+    }
+    pods
+}
+
+/// The simulations of one evaluation share one copy of the cluster: the nodes a simulation
+/// takes out are moved aside and back, never cloned, so a simulation costs the solve and not a
+/// copy of thousands of nodes. Every simulation sees exactly what [`simulation_input`] builds.
+struct Simulator {
+    /// The cluster without the nodes already being disrupted, no pending pods.
+    base: SchedulingInput,
+    /// The cluster index of each of `base.nodes`.
+    index: Vec<usize>,
+}
+
+impl Simulator {
+    fn new(input: &DisruptionInput, infos: &[NodeInfo]) -> Self {
+        let cluster = &input.cluster;
+        let disrupting: BTreeSet<usize> = infos
+            .iter()
+            .filter(|i| i.disrupting)
+            .map(|i| i.index)
+            .collect();
+        let (index, nodes): (Vec<usize>, Vec<ExistingNode>) = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !disrupting.contains(i))
+            .map(|(i, n)| (i, n.clone()))
+            .unzip();
+        Self {
+            base: SchedulingInput {
+                now: cluster.now,
+                node_pools: cluster.node_pools.clone(),
+                nodes,
+                node_claims: cluster.node_claims.clone(),
+                daemon_sets: cluster.daemon_sets.clone(),
+                pods: Vec::new(),
+                pod_disruption_budgets: cluster.pod_disruption_budgets.clone(),
+                namespaces: cluster.namespaces.clone(),
+            },
+            index,
+        }
+    }
+
+    /// Solves the cluster without `out` (indices into `infos`) and the nodes already being
+    /// disrupted, their pods pending; with `one_new`, at most one new node, of that pool.
+    fn solve(
+        &mut self,
+        input: &DisruptionInput,
+        infos: &[NodeInfo],
+        out: &[usize],
+        one_new: Option<&str>,
+    ) -> solver::Plan {
+        let out_nodes: BTreeSet<usize> = out.iter().map(|&o| infos[o].index).collect();
+        let leaving: BTreeSet<usize> = infos
+            .iter()
+            .filter(|i| i.disrupting)
+            .map(|i| i.index)
+            .chain(out_nodes.iter().copied())
+            .collect();
+        self.base.pods = leaving_pods(&input.cluster, infos, &leaving);
+        let all = std::mem::take(&mut self.base.nodes);
+        let total = all.len();
+        let mut aside = Vec::with_capacity(out_nodes.len());
+        self.base.nodes = Vec::with_capacity(total);
+        for (pos, n) in all.into_iter().enumerate() {
+            if out_nodes.contains(&self.index[pos]) {
+                aside.push((pos, n));
+            } else {
+                self.base.nodes.push(n);
+            }
+        }
+        let limits: Option<Vec<Resources>> = one_new.map(|only| {
+            let saved = self
+                .base
+                .node_pools
+                .iter()
+                .map(|p| p.node_pool.limits.clone())
+                .collect();
+            limit_to_one_new(&mut self.base, only);
+            saved
+        });
+        let plan = solver::solve(&self.base);
+        if let Some(saved) = limits {
+            for (p, l) in self.base.node_pools.iter_mut().zip(saved) {
+                p.node_pool.limits = l;
+            }
+        }
+        // Put the nodes back where they were.
+        let kept = std::mem::take(&mut self.base.nodes);
+        let mut kept = kept.into_iter();
+        let mut aside = aside.into_iter().peekable();
+        self.base.nodes = (0..total)
+            .filter_map(|pos| match aside.peek() {
+                Some((p, _)) if *p == pos => aside.next().map(|(_, n)| n),
+                _ => kept.next(),
+            })
+            .collect();
+        self.base.pods = Vec::new();
+        plan
+    }
 }
 
 /// NodePool limits that let the solver open one new node of pool `only` and none elsewhere.
@@ -787,20 +922,25 @@ fn pool_allows_spot(new: &NewNodeClaim) -> bool {
 struct Ctx<'a> {
     input: &'a DisruptionInput,
     infos: Vec<NodeInfo>,
+    simulator: Simulator,
     simulations: usize,
 }
 
 impl Ctx<'_> {
+    /// Where the pods of `out` (and of nodes already being disrupted) would go: the cluster
+    /// without those nodes, their reschedulable pods pending. The pending pods of the cluster
+    /// are left out: provisioning answers for them.
     fn sim(&mut self, out: &[usize]) -> solver::Plan {
         self.simulations += 1;
-        simulate(self.input, &self.infos, out)
+        self.simulator.solve(self.input, &self.infos, out, None)
     }
 
     /// The simulation with at most one new node, of pool `only`: the solver packs for the
     /// cheapest fleet, which may be two small nodes where consolidation wants one.
     fn sim_one_new(&mut self, out: &[usize], only: &str) -> solver::Plan {
         self.simulations += 1;
-        solver::solve(&simulation_input(self.input, &self.infos, out, Some(only)))
+        self.simulator
+            .solve(self.input, &self.infos, out, Some(only))
     }
 
     /// Deleting `out`, or replacing them with one cheaper node: the decision, or why not.
@@ -979,6 +1119,7 @@ pub fn decide(input: &DisruptionInput) -> DisruptionPlan {
     };
     let mut ctx = Ctx {
         input,
+        simulator: Simulator::new(input, &infos),
         infos,
         simulations: 0,
     };
@@ -1270,6 +1411,7 @@ pub fn validate(input: &DisruptionInput, decision: &Decision) -> Result<Decision
     }
     let mut ctx = Ctx {
         input,
+        simulator: Simulator::new(input, &infos),
         infos,
         simulations: 0,
     };

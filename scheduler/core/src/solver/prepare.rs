@@ -217,11 +217,7 @@ pub(super) fn prepare_pools(input: &SchedulingInput) -> Vec<PreparedPool> {
                 }
                 // Cheapest first, so that option lists come out ordered.
                 types.sort_by(|a, b| {
-                    let pa = cheapest_offering(&npi.instance_types[a.index], &a.reqs)
-                        .map_or(f64::INFINITY, |o| o.0);
-                    let pb = cheapest_offering(&npi.instance_types[b.index], &b.reqs)
-                        .map_or(f64::INFINITY, |o| o.0);
-                    pa.total_cmp(&pb).then_with(|| {
+                    a.price.total_cmp(&b.price).then_with(|| {
                         npi.instance_types[a.index]
                             .name
                             .cmp(&npi.instance_types[b.index].name)
