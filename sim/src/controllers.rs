@@ -12,7 +12,8 @@
 //!   labels, well-known labels, its taints plus `karpenter.sh/unregistered`, capacity,
 //!   allocatable, Ready); startup taints are lifted once Karpenter registered the node; bound
 //!   pods run after `pod_start_delay`; a pod annotated `sim.berth.dev/run-for: <duration>`
-//!   succeeds that long after it started; pods of a node that is gone are deleted.
+//!   succeeds that long after it started; pods of a node that is gone are deleted;
+//! - **disruption controller**: each PodDisruptionBudget's status ([`crate::pdb`]).
 //!
 //! Every controller reads the store and writes through it, so each change is a real
 //! resourceVersion and watch event, exactly what a client of the API server sees.
@@ -244,6 +245,7 @@ impl Controllers {
             ("daemonsets", self.daemon_sets(&mut pass)),
             ("kube-scheduler", self.schedule(&mut pass)),
             ("garbage collector", self.collect_garbage(&mut pass)),
+            ("disruption", self.disruption_budgets()),
         ] {
             if let Err(e) = r {
                 // Conflicts are expected between writers; the next pass sees the newer object.
@@ -383,6 +385,32 @@ impl Controllers {
         }
         value["status"] = status;
         self.store.update(r, value, self.now()).map(drop)
+    }
+
+    /// The disruption controller: each PodDisruptionBudget's status (expected and healthy
+    /// pods, how many must stay healthy, disruptions allowed: [`crate::pdb`]), which is what
+    /// an autoscaler reads to tell whether a node's pods may be evicted now.
+    fn disruption_budgets(&self) -> Result<(), StoreError> {
+        let r = res("policy", "poddisruptionbudgets", true);
+        let (budgets, _) = self.store.list(&r, None);
+        if budgets.is_empty() {
+            return Ok(());
+        }
+        let (all, _) = self.store.list(&pods(), None);
+        let workloads = crate::pdb::Workloads::list(&self.store, None);
+        for mut budget in budgets {
+            let generation = budget["metadata"]["generation"].as_i64().unwrap_or(1);
+            let status = crate::pdb::status(&budget, &all, &workloads).to_json(generation);
+            if budget.get("status") == Some(&status) {
+                continue;
+            }
+            budget["status"] = status;
+            match self.store.update(&r, budget, self.now()) {
+                Ok(_) | Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Pods owned by `uid`, not being deleted.

@@ -6,6 +6,7 @@
 pub mod controllers;
 pub mod faults;
 pub mod patch;
+pub mod pdb;
 pub mod server;
 pub mod store;
 pub mod table;

@@ -386,3 +386,78 @@ fn jobs_run_to_completion_daemon_sets_follow_nodes_and_stateful_sets_count() {
     assert_eq!(job["status"]["succeeded"], 3);
     assert_eq!(job["status"]["conditions"][0]["type"], "Complete");
 }
+
+#[tokio::test]
+async fn budgets_get_their_status_and_evictions_that_would_break_one_are_refused_and_counted() {
+    let sim = Sim::new();
+    sim.create(
+        &Resource::new("karpenter.sh", "nodeclaims", false),
+        launched_claim("default-pdb12", sim.time()),
+    );
+    sim.advance(Duration::from_secs(45));
+    sim.settle();
+    register(&sim, "default-pdb12");
+    sim.create(&Resource::new("apps", "deployments", true), deployment(3));
+    let budgets = Resource::new("policy", "poddisruptionbudgets", true);
+    sim.create(
+        &budgets,
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+               "metadata": {"name": "web", "namespace": "default"},
+               "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}}}),
+    );
+    sim.settle();
+    let status = || sim.store.get(&budgets, "default", "web").unwrap()["status"].clone();
+    // Pending pods are not healthy: nothing may go yet.
+    assert_eq!(status()["expectedPods"], 3);
+    assert_eq!(status()["desiredHealthy"], 2);
+    assert_eq!(status()["disruptionsAllowed"], 0);
+    sim.advance(Duration::from_secs(3));
+    sim.settle();
+    assert_eq!(status()["currentHealthy"], 3);
+    assert_eq!(status()["disruptionsAllowed"], 1);
+
+    // The Eviction API over the same store.
+    let clock = sim.now.clone();
+    let server = berth_sim::server::ApiServer::new(
+        sim.store.clone(),
+        Arc::new(move || *clock.lock().unwrap()),
+    );
+    let local = server.clone().start_local().await.unwrap();
+    let mut config = kube::Config::new(local.url().parse().unwrap());
+    config.default_retry = false; // a 429 is the answer under test, not a reason to retry
+    let client = kube::Client::try_from(config).unwrap();
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, "default");
+    let names: Vec<String> = sim
+        .pods()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    pods.evict(&names[0], &Default::default()).await.unwrap();
+    // Its replacement is not up yet: the budget counts the Deployment's 3, not the 2 left.
+    let refused = pods
+        .evict(&names[1], &Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 429),
+        "{refused:?}"
+    );
+    sim.settle();
+    assert_eq!(status()["disruptionsAllowed"], 0);
+    // Deleting a healthy pod around the Eviction API breaks the budget: counted too.
+    pods.delete(&names[2], &Default::default()).await.unwrap();
+    let stats = server.evictions();
+    assert_eq!(stats.evicted, 1);
+    assert_eq!(stats.refused, [format!("default/{} (web)", names[1])]);
+    assert_eq!(
+        stats.deleted_past_budget,
+        [format!("default/{} (web)", names[2])]
+    );
+    // Once the replacements run, evictions go through again.
+    sim.settle();
+    sim.advance(Duration::from_secs(3));
+    sim.settle();
+    assert_eq!(status()["currentHealthy"], 3);
+    pods.evict(&names[1], &Default::default()).await.unwrap();
+    assert_eq!(server.evictions().evicted, 2);
+}

@@ -240,9 +240,24 @@ async fn instance_profile<A: Ec2Api>(
                     .map_err(|e| fail(field, e.to_string()))?;
             }
             if !roles.contains(role) {
-                api.add_role_to_instance_profile(name.clone(), role.clone())
+                match api
+                    .add_role_to_instance_profile(name.clone(), role.clone())
                     .await
-                    .map_err(|e| fail(field, format!("role {role:?}: {e}")))?;
+                {
+                    Ok(()) => {}
+                    // NB: another resolution (the class controller's and a launch's run at
+                    // once) added it meanwhile; a profile holds one role, so IAM refuses the
+                    // second add. Only a profile that holds the role now is fine.
+                    Err(e)
+                        if e.code == "LimitExceeded"
+                            && api
+                                .get_instance_profile(name.clone())
+                                .await
+                                .ok()
+                                .flatten()
+                                .is_some_and(|now| now == [role.clone()]) => {}
+                    Err(e) => return Err(fail(field, format!("role {role:?}: {e}"))),
+                }
             }
             Ok(Some(name))
         }

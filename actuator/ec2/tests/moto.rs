@@ -596,3 +596,29 @@ async fn a_launch_template_deleted_behind_its_back_is_recreated() {
     assert_eq!(again.len(), 1);
     assert_eq!(instances_tagged(&f, "gitlab-lt2").await.len(), 1);
 }
+
+#[tokio::test]
+async fn resolutions_at_the_same_time_share_one_instance_profile() {
+    // The EC2NodeClass controller and a launch (or InstanceTypes) resolve a new class at
+    // once: both find the profile without its role and add it; IAM refuses the second add
+    // (a profile holds one role), which must not leave the class not ready.
+    let f = fixture().await;
+    create_role(&f, "KarpenterNodeRole-ci").await;
+    let clock = ManualClock::new();
+    let c = Ec2Cloud::new(SdkApi::from_conf(&f.conf), options(&clock));
+    let other = Ec2Cloud::new(SdkApi::from_conf(&f.conf), options(&clock));
+    let mut spec = node_class();
+    spec.role = Some("KarpenterNodeRole-ci".to_owned());
+    c.set_node_class("default", spec.clone());
+    other.set_node_class("default", spec);
+    let (a, b) = tokio::join!(c.resolve("default"), other.resolve("default"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.instance_profile, b.instance_profile);
+    assert_eq!(
+        SdkApi::from_conf(&f.conf)
+            .get_instance_profile(a.instance_profile.unwrap())
+            .await
+            .unwrap(),
+        Some(vec!["KarpenterNodeRole-ci".to_owned()])
+    );
+}

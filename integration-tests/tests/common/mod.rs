@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 pub mod ec2;
+pub mod history;
 
 /// A binary of the workspace, next to the test executable's directory
 /// (`target/<profile>/deps/..`).
@@ -222,24 +223,30 @@ pub fn actuator(cluster: &Cluster) -> Service {
 }
 
 pub fn actuator_booting_in(cluster: &Cluster, boot_delay: &str) -> Service {
+    actuator_with(cluster, &["--sim-boot-delay", boot_delay])
+}
+
+/// The actuator on the sim cloud with `extra` flags (instances boot in 2 s unless `extra`
+/// says `--sim-boot-delay`).
+pub fn actuator_with(cluster: &Cluster, extra: &[&str]) -> Service {
     let kc = cluster.kubeconfig.display().to_string();
-    Service::spawn(
-        "berth-actuator",
-        &[
-            "--provider",
-            "sim",
-            "--kubeconfig",
-            &kc,
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--sim-boot-delay",
-            boot_delay,
-            "--lifecycle-interval",
-            "1s",
-        ],
-    )
+    let mut args = vec![
+        "--provider",
+        "sim",
+        "--kubeconfig",
+        &kc,
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--lifecycle-interval",
+        "1s",
+    ];
+    if !extra.contains(&"--sim-boot-delay") {
+        args.extend(["--sim-boot-delay", "2s"]);
+    }
+    args.extend_from_slice(extra);
+    Service::spawn("berth-actuator", &args)
 }
 
 pub fn scheduler(actuator_url: &str) -> Service {
@@ -281,10 +288,32 @@ pub fn watcher(cluster: &Cluster, scheduler_url: &str) -> Service {
     )
 }
 
+/// Scheduler flags for disruption scenarios: evaluate every 2 s, validate after 3 s (instead
+/// of 10 s and 15 s), so a decision is carried out within seconds.
+pub const QUICK_DISRUPTION: &[&str] = &[
+    "--disruption-interval",
+    "2s",
+    "--disruption-validation",
+    "3s",
+];
+
 impl Berth {
     pub fn start(cluster: &Cluster) -> Self {
         let actuator = actuator(cluster);
         let scheduler = scheduler(&actuator.url());
+        let watcher = watcher(cluster, &scheduler.url());
+        Self {
+            actuator,
+            scheduler,
+            watcher,
+        }
+    }
+
+    /// The three services for disruption scenarios: [`QUICK_DISRUPTION`], and instances that
+    /// shut down in 1 s (the sim cloud's default is 30 s).
+    pub fn start_disrupting(cluster: &Cluster) -> Self {
+        let actuator = actuator_with(cluster, &["--sim-termination-delay", "1s"]);
+        let scheduler = scheduler_with("127.0.0.1:0", &actuator.url(), QUICK_DISRUPTION);
         let watcher = watcher(cluster, &scheduler.url());
         Self {
             actuator,
@@ -389,4 +418,96 @@ spec:
         })
         .collect::<Vec<_>>()
         .join("\n---\n")
+}
+
+/// A Deployment `name` of `replicas` pods labelled `app: <name>`, each requesting `cpu` and
+/// 1Gi.
+pub fn deployment(name: &str, replicas: usize, cpu: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: default}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers: [{{name: a, image: x, resources: {{requests: {{cpu: '{cpu}', memory: 1Gi}}}}}}]"
+    )
+}
+
+/// The running pods labelled `app=<app>`.
+pub async fn running(cluster: &Cluster, app: &str) -> Vec<Pod> {
+    cluster
+        .list::<Pod>()
+        .await
+        .into_iter()
+        .filter(|p| is_running(p) && p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app"))
+                .is_some_and(|a| a == app)
+        })
+        .collect()
+}
+
+/// A NodeClaim's label `key`.
+pub fn claim_label<'a>(c: &'a NodeClaim, key: &str) -> Option<&'a str> {
+    c.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .map(String::as_str)
+}
+
+/// The built-in catalog's on-demand $/h of `instance_type` (the sim cloud's price).
+pub fn on_demand_price(instance_type: &str) -> f64 {
+    let catalog = berth_catalog::Catalog::builtin();
+    let facts = catalog
+        .facts
+        .iter()
+        .find(|f| f.name == instance_type)
+        .unwrap_or_else(|| panic!("{instance_type} is not in the catalog"));
+    facts
+        .on_demand_usd_per_hour
+        .unwrap_or_else(|| catalog.prices.on_demand(facts))
+}
+
+/// The on-demand $/h of every NodeClaim now.
+pub async fn fleet_price(cluster: &Cluster) -> f64 {
+    cluster
+        .list::<NodeClaim>()
+        .await
+        .iter()
+        .map(|c| {
+            on_demand_price(
+                claim_label(c, "node.kubernetes.io/instance-type").expect("a launched claim"),
+            )
+        })
+        .sum()
+}
+
+/// `name (type) on node` of every NodeClaim, for failure messages.
+pub async fn describe_claims(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .list::<NodeClaim>()
+        .await
+        .iter()
+        .map(|c| {
+            format!(
+                "{} ({}) node {:?}{}",
+                c.metadata.name.as_deref().unwrap_or_default(),
+                claim_label(c, "node.kubernetes.io/instance-type").unwrap_or("?"),
+                c.status.as_ref().and_then(|s| s.node_name.as_deref()),
+                if c.metadata.deletion_timestamp.is_some() {
+                    " deleting"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect()
 }

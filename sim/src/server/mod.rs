@@ -5,24 +5,25 @@
 //! resourceVersion, `410` as an `ERROR` event, `timeoutSeconds`, bookmarks), get, create,
 //! update (409 on a stale resourceVersion), patch (JSON merge patch and JSON patch; strategic
 //! merge and apply are handled as merge patches), delete (finalizers), and the `status`
-//! subresource, eviction honouring PodDisruptionBudgets (429), and Karpenter objects validated on
-//! write (422 naming the field). Not yet: bindings, v1beta1 conversion on write, fault
-//! injection.
+//! subresource, eviction honouring PodDisruptionBudgets (429; counted, see
+//! [`ApiServer::evictions`]), and Karpenter objects validated on write (422 naming the field).
+//! Not yet: bindings, v1beta1 conversion on write, fault injection.
 
 mod discovery;
 mod local;
 mod resources;
 mod routing;
-mod selectors;
+pub(crate) mod selectors;
 mod subresources;
 mod watch;
 mod write;
 
 pub use local::{LocalServer, kubeconfig};
 pub use resources::{ApiResource, RESOURCES};
+pub use subresources::EvictionStats;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::body::Bytes;
@@ -34,12 +35,13 @@ use crate::store::Store;
 use resources::Target;
 use write::{meta_name, to_v1};
 
-/// The server: the store, a clock and the fault rules.
+/// The server: the store, a clock, the fault rules and what the Eviction API did.
 #[derive(Clone)]
 pub struct ApiServer {
     pub store: Store,
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
     faults: Faults,
+    evictions: Arc<Mutex<EvictionStats>>,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -54,6 +56,7 @@ impl ApiServer {
             store,
             clock,
             faults: Faults::default(),
+            evictions: Arc::default(),
         }
     }
 
@@ -95,6 +98,15 @@ impl ApiServer {
         self.store
             .create(&api.store_key(), obj, (self.clock)())
             .map_err(|e| format!("{what}: {e}"))
+    }
+
+    /// What the Eviction API did so far, and pods deleted around it past their
+    /// PodDisruptionBudget (shared with every clone of this server).
+    pub fn evictions(&self) -> EvictionStats {
+        self.evictions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The fault rules (shared with every clone of this server).

@@ -199,10 +199,15 @@ impl ApiServer {
                 };
                 self.bind(&ns, name, &binding, now)
             }
-            (&Method::DELETE, Some(name), None) => match self.store.delete(&key, &ns, name, now) {
-                Ok(o) => axum::Json(o).into_response(),
-                Err(e) => error(&e),
-            },
+            (&Method::DELETE, Some(name), None) => {
+                if t.api.plural == "pods" {
+                    self.note_pod_deletion(&ns, name);
+                }
+                match self.store.delete(&key, &ns, name, now) {
+                    Ok(o) => axum::Json(o).into_response(),
+                    Err(e) => error(&e),
+                }
+            }
             _ => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},

@@ -118,7 +118,7 @@ pub(super) fn selected(uri: &Uri, obj: &Value) -> bool {
 
 /// A `LabelSelector` object (`matchLabels`, `matchExpressions`) against labels; an empty or
 /// missing selector matches everything (policy/v1).
-pub(super) fn selector_matches_json(
+pub(crate) fn selector_matches_json(
     selector: &Value,
     labels: &serde_json::Map<String, Value>,
 ) -> bool {

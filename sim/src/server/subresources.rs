@@ -8,9 +8,24 @@ use serde_json::{Value, json};
 
 use super::ApiServer;
 use super::routing::{bad_request, error};
-use super::selectors::selector_matches_json;
 use super::write::k8s_time;
+use crate::pdb;
 use crate::store::{Resource, StoreError};
+
+/// What the Eviction API did, and pods deleted around it past their PodDisruptionBudget: what
+/// a test reads to tell that draining never broke a budget.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EvictionStats {
+    /// Evictions carried out (the pod deleted).
+    pub evicted: u64,
+    /// Evictions refused with 429 because they would have broken a PodDisruptionBudget, as
+    /// `namespace/pod (budget)`: a drain that tried too early, or a node that should not have
+    /// been disrupted.
+    pub refused: Vec<String>,
+    /// Healthy pods deleted directly (not evicted) while a budget selecting them allowed no
+    /// disruption, as `namespace/pod (budget)`: each broke that budget.
+    pub deleted_past_budget: Vec<String>,
+}
 
 impl ApiServer {
     /// The binding subresource: assigns a pod to a node (409 when it is already assigned).
@@ -52,84 +67,81 @@ impl ApiServer {
         }
     }
 
-    /// The Eviction API: deletes the pod unless a PodDisruptionBudget selecting it would be
-    /// broken (429, as the real API server answers).
+    /// The Eviction API: deletes the pod unless a PodDisruptionBudget selecting it allows no
+    /// disruption now (429, as the real API server answers; counted in
+    /// [`ApiServer::evictions`]). A pod that is not healthy may go while its budgets have
+    /// their healthy pods (the default `unhealthyPodEvictionPolicy`, `IfHealthyBudget`); a
+    /// pod being deleted already may always.
     pub(super) fn evict(&self, ns: &str, name: &str, now: SystemTime) -> Response {
         let pods = Resource::new("", "pods", true);
+        // NB: one eviction at a time, check and delete together, as the real server
+        // serializes them on the budget's resourceVersion.
+        let mut stats = self
+            .evictions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let pod = match self.store.get(&pods, ns, name) {
             Ok(p) => p,
             Err(e) => return error(&e),
         };
-        let labels = pod["metadata"]["labels"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        let (budgets, _) = self.store.list(
-            &Resource::new("policy", "poddisruptionbudgets", true),
-            Some(ns),
-        );
-        let (all, _) = self.store.list(&pods, Some(ns));
-        for pdb in budgets {
-            let selector = &pdb["spec"]["selector"];
-            if !selector_matches_json(selector, &labels) {
-                continue;
-            }
-            let matching: Vec<&Value> = all
-                .iter()
-                .filter(|p| {
-                    selector_matches_json(
-                        selector,
-                        &p["metadata"]["labels"]
-                            .as_object()
-                            .cloned()
-                            .unwrap_or_default(),
-                    )
-                })
-                .collect();
-            let expected = matching.len() as i64;
-            let healthy = matching
-                .iter()
-                .filter(|p| {
-                    p["metadata"].get("deletionTimestamp").is_none()
-                        && p["status"]["phase"].as_str() == Some("Running")
-                })
-                .count() as i64;
-            let amount = |v: &Value| -> Option<i64> {
-                match v {
-                    Value::Number(n) => n.as_i64(),
-                    Value::String(s) => s
-                        .strip_suffix('%')
-                        .and_then(|p| p.parse::<i64>().ok())
-                        .map(|p| (p * expected + 99) / 100),
-                    _ => None,
+        if pod["metadata"].get("deletionTimestamp").is_none() {
+            let healthy = pdb::healthy(&pod);
+            for (budget, status) in pdb::budgets_of(&self.store, &pod) {
+                let allowed = if healthy {
+                    status.disruptions_allowed > 0
+                } else {
+                    status.error.is_none() && status.current_healthy >= status.desired_healthy
+                };
+                if allowed {
+                    continue;
                 }
-            };
-            let allowed = if let Some(min) = pdb["spec"].get("minAvailable").and_then(amount) {
-                healthy > min // one fewer healthy pod still meets minAvailable
-            } else if let Some(max) = pdb["spec"].get("maxUnavailable").and_then(amount) {
-                (expected - healthy) < max // one more unavailable still within maxUnavailable
-            } else {
-                true
-            };
-            if !allowed {
-                let pdb_name = pdb["metadata"]["name"].as_str().unwrap_or_default();
+                let pdb_name = budget["metadata"]["name"].as_str().unwrap_or_default();
+                stats.refused.push(format!("{ns}/{name} ({pdb_name})"));
                 return (
                     StatusCode::TOO_MANY_REQUESTS,
                     axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
                         "status": "Failure", "reason": "TooManyRequests", "code": 429,
-                        "message": format!("Cannot evict pod as it would violate the pod's disruption budget {pdb_name}.")})),
+                        "message": format!("Cannot evict pod as it would violate the pod's disruption budget {pdb_name}."),
+                        "details": {"causes": [{"reason": "DisruptionBudget",
+                            "message": format!("The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+                                status.desired_healthy, status.current_healthy)}]}})),
                 )
                     .into_response();
             }
         }
         match self.store.delete(&pods, ns, name, now) {
-            Ok(_) => (
-                StatusCode::CREATED,
-                axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                    "status": "Success", "code": 201})),
-            )
-                .into_response(),
+            Ok(_) => {
+                stats.evicted += 1;
+                (
+                    StatusCode::CREATED,
+                    axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Success", "code": 201})),
+                )
+                    .into_response()
+            }
             Err(e) => error(&e),
+        }
+    }
+
+    /// A pod deleted directly (not evicted): counted when it was healthy and a budget
+    /// selecting it allowed no disruption, since the deletion breaks that budget (the real
+    /// API server lets it through all the same).
+    pub(super) fn note_pod_deletion(&self, ns: &str, name: &str) {
+        let Ok(pod) = self.store.get(&Resource::new("", "pods", true), ns, name) else {
+            return;
+        };
+        if !pdb::healthy(&pod) {
+            return;
+        }
+        for (budget, status) in pdb::budgets_of(&self.store, &pod) {
+            if status.disruptions_allowed <= 0 {
+                let pdb_name = budget["metadata"]["name"].as_str().unwrap_or_default();
+                self.evictions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .deleted_past_budget
+                    .push(format!("{ns}/{name} ({pdb_name})"));
+            }
         }
     }
 }
