@@ -3,7 +3,8 @@
 //!
 //! The cluster is built as a real one gets that way: the `catalog-mix` workload is provisioned
 //! by the solver (so every node is a type and zone the solver would pick for its pods), then
-//! each node keeps a random share of its pods (a uniform 10–100 %, at least one pod: the
+//! each node keeps a random share of its pods (uniform from `--keep-min`, 10 % by default, to
+//! 100 %; at least one pod: the
 //! Deployments scaled down), as after a busy period. Every node runs the two DaemonSets of
 //! `catalog-mix`. So that blocks are exercised too, 2 % of the nodes hold a pod annotated
 //! `karpenter.sh/do-not-disrupt` and two Deployments have a PodDisruptionBudget that allows
@@ -35,7 +36,12 @@ const PODS_PER_NODE_GUESS: usize = 30;
 
 /// A shrunk cluster of `nodes` nodes (see the module docs), as the scheduler service would hand
 /// it to [`disruption::decide`].
-pub fn cluster(nodes: usize, seed: u64, catalog: &berth_catalog::Catalog) -> DisruptionInput {
+pub fn cluster(
+    nodes: usize,
+    keep_min: f64,
+    seed: u64,
+    catalog: &berth_catalog::Catalog,
+) -> DisruptionInput {
     let mut pods = nodes * PODS_PER_NODE_GUESS;
     let (mut fresh, mut plan);
     loop {
@@ -59,7 +65,7 @@ pub fn cluster(nodes: usize, seed: u64, catalog: &berth_catalog::Catalog) -> Dis
     let mut claims = Vec::with_capacity(nodes);
     for (i, new) in plan.new_node_claims.iter().take(nodes).enumerate() {
         let name = format!("node-{i:05}");
-        let keep = rng.random_range(0.10..=1.0);
+        let keep = rng.random_range(keep_min.clamp(0.0, 1.0)..=1.0);
         let mut pods: Vec<Pod> = new
             .pods
             .iter()

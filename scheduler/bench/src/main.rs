@@ -54,6 +54,9 @@ enum Workload {
         /// Evaluate and apply up to this many decisions in a row (1: the single evaluation).
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// Each node keeps a uniform share of its pods between this and 1.
+        #[arg(long, default_value_t = 0.10)]
+        keep_min: f64,
     },
 }
 
@@ -87,9 +90,10 @@ fn main() -> anyhow::Result<()> {
             nodes,
             catalog,
             rounds,
+            keep_min,
         } => {
             let (name, catalog) = load_catalog(catalog)?;
-            consolidation_report(nodes, seed, &name, &catalog, runs, rounds)?;
+            consolidation_report(nodes, keep_min, seed, &name, &catalog, runs, rounds)?;
         }
     }
     Ok(())
@@ -109,6 +113,7 @@ fn load_catalog(
 
 fn consolidation_report(
     nodes: usize,
+    keep_min: f64,
     seed: u64,
     catalog_name: &str,
     catalog: &berth_catalog::Catalog,
@@ -117,7 +122,7 @@ fn consolidation_report(
 ) -> anyhow::Result<()> {
     use berth_scheduler_core::disruption;
     let started = Instant::now();
-    let mut input = consolidation::cluster(nodes, seed, catalog);
+    let mut input = consolidation::cluster(nodes, keep_min, seed, catalog);
     let pods: usize = input
         .cluster
         .nodes
@@ -154,9 +159,14 @@ fn consolidation_report(
     let possible = price - bound;
     match &plan.decision {
         Some(d) => println!(
-            "  one evaluation: median {median:.3}s over {} runs, {} simulations | {} of {} nodes ({} new) saving ${:.2}/h = {:.1}% of the ${possible:.2}/h above the bound | eligible {} blocked {}",
+            "  one evaluation: median {median:.3}s over {} runs, {} simulations{} | {} of {} nodes ({} new) saving ${:.2}/h = {:.1}% of the ${possible:.2}/h above the bound | eligible {} blocked {}",
             times.len(),
             plan.stats.simulations,
+            if plan.stats.timed_out {
+                " (timed out)"
+            } else {
+                ""
+            },
             d.method.as_str(),
             d.candidates.len(),
             d.replacements.len(),
@@ -166,9 +176,14 @@ fn consolidation_report(
             plan.blocked.len(),
         ),
         None => println!(
-            "  one evaluation: median {median:.3}s over {} runs, {} simulations | no decision | eligible {} blocked {}",
+            "  one evaluation: median {median:.3}s over {} runs, {} simulations{} | no decision | eligible {} blocked {}",
             times.len(),
             plan.stats.simulations,
+            if plan.stats.timed_out {
+                " (timed out)"
+            } else {
+                ""
+            },
             plan.stats.eligible,
             plan.blocked.len(),
         ),

@@ -46,6 +46,10 @@ pub const MIN_SPOT_TO_SPOT_OPTIONS: usize = 15;
 
 /// Multi-node consolidation looks at most at this many candidates (Karpenter's cap).
 pub const MAX_MULTI_NODE_CANDIDATES: usize = 100;
+/// Karpenter's `MultiNodeConsolidationTimeoutDuration`.
+pub const MULTI_NODE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Karpenter's `SingleNodeConsolidationTimeoutDuration`.
+pub const SINGLE_NODE_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The value Berth writes in `karpenter.sh/nodepool-hash-version`. Berth's hash is its own
 /// (not Karpenter's hashstructure), so it carries its own version: a NodeClaim hashed by
@@ -106,6 +110,18 @@ pub struct Options {
     pub spot_to_spot: bool,
     /// At most this many candidates in one multi-node consolidation.
     pub max_multi_node: usize,
+    /// Multi-node consolidation stops searching after this long and keeps the best decision
+    /// found so far (Karpenter: 1 minute). `None`: no limit (the result is then the same on
+    /// every machine).
+    pub multi_node_timeout: Option<Duration>,
+    /// Single-node consolidation stops trying candidates after this long (Karpenter: 3 minutes);
+    /// the candidates not tried are reported blocked with the timeout. `None`: no limit.
+    pub single_node_timeout: Option<Duration>,
+    /// The [`DisruptionPlan::consolidation_key`] of an earlier evaluation whose consolidation
+    /// search (multi- and single-node) found nothing: when the cluster gives the same key now,
+    /// the search is skipped (Karpenter's "consolidated" cluster state). The caller lets it
+    /// lapse after a while, since prices it cannot see in the key may change (Karpenter: 5 min).
+    pub consolidated: Option<u64>,
 }
 
 impl Default for Options {
@@ -113,6 +129,9 @@ impl Default for Options {
         Self {
             spot_to_spot: false,
             max_multi_node: MAX_MULTI_NODE_CANDIDATES,
+            multi_node_timeout: Some(MULTI_NODE_TIMEOUT),
+            single_node_timeout: Some(SINGLE_NODE_TIMEOUT),
+            consolidated: None,
         }
     }
 }
@@ -282,6 +301,11 @@ pub struct DisruptionStats {
     pub eligible: usize,
     /// Simulations run (solver calls).
     pub simulations: usize,
+    /// A consolidation search stopped at its timeout ([`Options`]).
+    pub timed_out: bool,
+    /// The consolidation search was skipped: the cluster is as it was when a search last found
+    /// nothing ([`Options::consolidated`]).
+    pub consolidation_skipped: bool,
     pub duration_micros: u128,
 }
 
@@ -293,6 +317,12 @@ pub struct DisruptionPlan {
     pub blocked: Vec<Blocked>,
     pub budgets: Vec<BudgetStatus>,
     pub stats: DisruptionStats,
+    /// A fingerprint of what the consolidation search looked at (its candidates, every node
+    /// with its pods and room, claims in flight, NodePools, DaemonSets, PDBs, offerings). When
+    /// the search ran to the end and found nothing, passing it back as
+    /// [`Options::consolidated`] skips the search until the cluster changes. `None` when no
+    /// search was due (a decision came earlier).
+    pub consolidation_key: Option<u64>,
 }
 
 // ---- hashing ------------------------------------------------------------------------------------
@@ -1072,6 +1102,62 @@ impl Ctx<'_> {
     }
 }
 
+/// What a consolidation search over `under` depends on, hashed: the candidates in order, every
+/// node (name, room, taints, labels, pods), claims in flight, NodePools with their offerings,
+/// DaemonSets and PDBs. Stable within a process (std's SipHash with fixed keys), which is all a
+/// caller holding it between evaluations needs.
+fn consolidation_key(input: &DisruptionInput, infos: &[NodeInfo], under: &[usize]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let c = &input.cluster;
+    for &i in under {
+        infos[i].candidate.node.hash(&mut h);
+    }
+    under.len().hash(&mut h);
+    for info in infos {
+        (info.index, info.disrupting).hash(&mut h);
+    }
+    let resources = |r: &Resources, h: &mut std::collections::hash_map::DefaultHasher| {
+        for (name, value) in r.iter() {
+            (name, value).hash(h);
+        }
+    };
+    for n in &c.nodes {
+        let node = &n.node;
+        (&node.name, &node.provider_id, &node.labels).hash(&mut h);
+        (
+            node.ready,
+            node.unschedulable,
+            node.deleting,
+            node.do_not_disrupt,
+        )
+            .hash(&mut h);
+        format!("{:?}", node.taints).hash(&mut h);
+        resources(&node.allocatable, &mut h);
+        for p in &n.pods {
+            (&p.key, &p.uid, p.phase, &p.labels, p.do_not_disrupt).hash(&mut h);
+            for r in &p.containers {
+                resources(r, &mut h);
+            }
+        }
+    }
+    for claim in &c.node_claims {
+        format!("{:?}", claim.node_claim).hash(&mut h);
+        claim.pods.len().hash(&mut h);
+    }
+    for p in &c.node_pools {
+        format!("{:?}", p.node_pool).hash(&mut h);
+        for t in &p.instance_types {
+            t.name.hash(&mut h);
+            for o in &t.offerings {
+                (&o.zone, o.capacity_type, o.price.to_bits(), o.available).hash(&mut h);
+            }
+        }
+    }
+    format!("{:?}{:?}", c.daemon_sets, c.pod_disruption_budgets).hash(&mut h);
+    h.finish()
+}
+
 /// Budgets per (pool index, reason): (nodes, disrupting, allowed).
 fn budgets(
     input: &DisruptionInput,
@@ -1297,6 +1383,18 @@ pub fn decide(input: &DisruptionInput) -> DisruptionPlan {
             *n += 1;
             under.push(i);
         }
+        let key = consolidation_key(input, &ctx.infos, &under);
+        plan.consolidation_key = Some(key);
+        let skip = input.options.consolidated == Some(key);
+        plan.stats.consolidation_skipped = skip;
+        if skip {
+            for &i in &under {
+                blocked.entry(i).or_insert(BlockReason::NotConsolidatable {
+                    why: "nothing changed since consolidation last found no saving".into(),
+                });
+            }
+            under.clear();
+        }
         let multi: Vec<usize> = under
             .iter()
             .copied()
@@ -1306,7 +1404,16 @@ pub fn decide(input: &DisruptionInput) -> DisruptionPlan {
         if multi.len() >= 2 {
             let (mut lo, mut hi) = (2usize, multi.len());
             let mut best: Option<Decision> = None;
+            let multi_started = Instant::now();
             while lo <= hi {
+                if input
+                    .options
+                    .multi_node_timeout
+                    .is_some_and(|t| multi_started.elapsed() >= t)
+                {
+                    plan.stats.timed_out = true;
+                    break;
+                }
                 let mid = (lo + hi) / 2;
                 match ctx.consolidation(&multi[..mid]) {
                     Ok(d) if d.savings_per_hour > 0.0 => {
@@ -1319,7 +1426,22 @@ pub fn decide(input: &DisruptionInput) -> DisruptionPlan {
             plan.decision = best;
         }
         if plan.decision.is_none() {
-            for &i in &under {
+            let single_started = Instant::now();
+            for (tried, &i) in under.iter().enumerate() {
+                if let Some(limit) = input.options.single_node_timeout
+                    && single_started.elapsed() >= limit
+                {
+                    plan.stats.timed_out = true;
+                    for &j in &under[tried..] {
+                        blocked.entry(j).or_insert(BlockReason::NotConsolidatable {
+                            why: format!(
+                                "not evaluated: single-node consolidation stops after {}s",
+                                limit.as_secs()
+                            ),
+                        });
+                    }
+                    break;
+                }
                 match ctx.consolidation(&[i]) {
                     Ok(d) if d.savings_per_hour > 0.0 => {
                         plan.decision = Some(d);

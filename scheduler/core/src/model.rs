@@ -362,7 +362,7 @@ pub struct InitContainer {
     pub sidecar: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PodPhase {
     Pending,
     Running,

@@ -240,6 +240,69 @@ fn single_node_replaces_an_oversized_node_with_a_cheaper_one() {
 }
 
 #[test]
+fn consolidation_searches_stop_at_their_timeouts_and_say_so() {
+    let mut c =
+        Cluster::new(consolidating_pool()).node("big", "m5.4xlarge", pods("p", 2, 1000, gib(2)));
+    c.input.options.single_node_timeout = Some(Duration::ZERO);
+    let plan = c.decide();
+    assert!(plan.decision.is_none(), "{plan:#?}");
+    assert!(plan.stats.timed_out);
+    assert_eq!(plan.stats.simulations, 0);
+    assert!(
+        blocked_reason(&plan, "big")
+            .to_string()
+            .contains("single-node consolidation stops after 0s"),
+        "{plan:#?}"
+    );
+    // No limit: the same cluster is consolidated.
+    c.input.options.single_node_timeout = None;
+    let plan = c.decide();
+    assert!(
+        plan.decision.is_some() && !plan.stats.timed_out,
+        "{plan:#?}"
+    );
+}
+
+#[test]
+fn a_search_that_found_nothing_is_skipped_until_the_cluster_changes() {
+    // Two on-demand c5.large (the pool's cheapest type), each mostly used: nothing to delete
+    // or replace (one c5.xlarge costs as much as both).
+    let mut pool = consolidating_pool();
+    pool.requirements.push(Requirement::new(
+        labels::CAPACITY_TYPE,
+        Operator::In,
+        &["on-demand"],
+    ));
+    pool.requirements.push(Requirement::new(
+        labels::INSTANCE_FAMILY,
+        Operator::In,
+        &["c5"],
+    ));
+    let mut c = Cluster::new(pool)
+        .node("a", "c5.large", pods("a", 1, 1500, gib(2)))
+        .node("b", "c5.large", pods("b", 1, 1500, gib(2)));
+    let first = c.decide();
+    assert!(first.decision.is_none(), "{first:#?}");
+    assert!(first.stats.simulations > 0 && !first.stats.consolidation_skipped);
+    let key = first.consolidation_key.expect("a search ran");
+    c.input.options.consolidated = Some(key);
+    let again = c.decide();
+    assert!(again.stats.consolidation_skipped, "{again:#?}");
+    assert_eq!(again.stats.simulations, 0);
+    assert_eq!(again.consolidation_key, Some(key));
+    assert!(
+        blocked_reason(&again, "a")
+            .to_string()
+            .contains("nothing changed")
+    );
+    // One pod ends: the key changes and the search runs (and now finds node a's pod room).
+    c.input.cluster.nodes[1].pods.clear();
+    let changed = c.decide();
+    assert!(!changed.stats.consolidation_skipped);
+    assert_ne!(changed.consolidation_key, Some(key));
+}
+
+#[test]
 fn a_do_not_disrupt_pod_or_node_blocks_and_says_why() {
     let mut keep = small("build");
     keep.do_not_disrupt = true;

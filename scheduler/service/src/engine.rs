@@ -48,6 +48,10 @@ pub trait Cloud: Send + Sync + 'static {
     fn disrupt(&self, command: &Command) -> impl Future<Output = Result<(), CloudError>> + Send;
 }
 
+/// How long a consolidation search that found nothing is trusted while the cluster stays the
+/// same (Karpenter marks its cluster state unconsolidated after 5 minutes).
+pub const CONSOLIDATED_TTL: Duration = Duration::from_secs(300);
+
 /// Where the engine reads the time: the wall clock, or a simulated cluster's faster one.
 #[derive(Clone)]
 pub struct Clock(pub Arc<dyn Fn() -> SystemTime + Send + Sync>);
@@ -146,6 +150,9 @@ struct State {
     types: HashMap<String, Cached>,
     /// The last disruption evaluation, for `Explain`.
     last_disruption: Option<disruption::DisruptionPlan>,
+    /// The consolidation key of the last search that found nothing, and when: the search is
+    /// skipped while the cluster gives the same key, for at most [`CONSOLIDATED_TTL`].
+    consolidated: Option<(u64, SystemTime)>,
     /// NodeClaims of decisions sent to the actuator that the watcher has not yet reported
     /// deleting or gone: counted as disrupting meanwhile, so they are not chosen again.
     disrupted: std::collections::BTreeSet<String>,
@@ -199,6 +206,7 @@ impl<C: Cloud> Engine<C> {
                 feedback: None,
                 types: HashMap::new(),
                 last_disruption: None,
+                consolidated: None,
                 disrupted: Default::default(),
             }),
             wake: Notify::new(),
@@ -600,6 +608,16 @@ impl<C: Cloud> Engine<C> {
             }
         }
         s.disrupted = still;
+        input.options.consolidated = s
+            .consolidated
+            .filter(|(_, at)| {
+                input
+                    .cluster
+                    .now
+                    .duration_since(*at)
+                    .is_ok_and(|age| age < CONSOLIDATED_TTL)
+            })
+            .map(|(key, _)| key);
         Some(input)
     }
 
@@ -607,6 +625,7 @@ impl<C: Cloud> Engine<C> {
     /// carried out, if any.
     pub async fn disrupt_once(self: Arc<Self>) -> Option<Command> {
         let input = self.disruption_input().await?;
+        let evaluated_at = input.cluster.now;
         let started = Instant::now();
         let plan = tokio::task::spawn_blocking(move || disruption::decide(&input))
             .await
@@ -614,6 +633,17 @@ impl<C: Cloud> Engine<C> {
         ::metrics::histogram!(metrics::DISRUPTION_EVALUATION_SECONDS)
             .record(started.elapsed().as_secs_f64());
         ::metrics::gauge!(metrics::DISRUPTION_ELIGIBLE_NODES).set(plan.stats.eligible as f64);
+        if plan.consolidation_key.is_some() {
+            let outcome = if plan.stats.consolidation_skipped {
+                "skipped"
+            } else if plan.stats.timed_out {
+                "timed_out"
+            } else {
+                "searched"
+            };
+            ::metrics::counter!(metrics::DISRUPTION_CONSOLIDATION_SEARCHES_TOTAL, "outcome" => outcome)
+                .increment(1);
+        }
         for b in &plan.budgets {
             let reason = format!("{:?}", b.reason);
             ::metrics::gauge!(metrics::DISRUPTION_BUDGET_ALLOWED, "nodepool" => b.node_pool.clone(), "reason" => reason.clone())
@@ -625,7 +655,17 @@ impl<C: Cloud> Engine<C> {
             tracing::debug!(node = %b.node, node_pool = %b.node_pool, reason = %b.reason, "not disrupted");
         }
         let decision = plan.decision.clone();
-        self.lock().last_disruption = Some(plan);
+        {
+            let mut s = self.lock();
+            // Karpenter's "consolidated" state: a full search that found nothing is not run
+            // again until the cluster changes (or the state lapses: prices move).
+            s.consolidated = match (&plan.decision, plan.consolidation_key) {
+                (None, Some(_)) if plan.stats.consolidation_skipped => s.consolidated,
+                (None, Some(key)) if !plan.stats.timed_out => Some((key, evaluated_at)),
+                _ => None,
+            };
+            s.last_disruption = Some(plan);
+        }
         let decision = decision?;
         let method = decision.method.as_str();
         tracing::info!(

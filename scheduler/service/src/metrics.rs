@@ -31,6 +31,10 @@ pub const DISRUPTION_ELIGIBLE_NODES: &str = "berth_scheduler_disruption_eligible
 pub const DISRUPTION_BUDGET_ALLOWED: &str = "berth_scheduler_disruption_budget_allowed";
 /// Gauge: nodes of the NodePool being disrupted, by `nodepool` and `reason`.
 pub const DISRUPTION_BUDGET_DISRUPTING: &str = "berth_scheduler_disruption_budget_disrupting";
+/// Counter: consolidation searches (multi- and single-node), by `outcome`: `searched`,
+/// `skipped` (the cluster is as it was when a search last found nothing), `timed_out`.
+pub const DISRUPTION_CONSOLIDATION_SEARCHES_TOTAL: &str =
+    "berth_scheduler_disruption_consolidation_searches_total";
 /// Histogram: seconds per disruption evaluation (every method).
 pub const DISRUPTION_EVALUATION_SECONDS: &str = "berth_scheduler_disruption_evaluation_seconds";
 
@@ -76,6 +80,10 @@ pub fn describe() {
         "Disruption decisions, by outcome"
     );
     describe_counter!(DISRUPTION_NODES_TOTAL, "Nodes disrupted");
+    describe_counter!(
+        DISRUPTION_CONSOLIDATION_SEARCHES_TOTAL,
+        "Consolidation searches, by outcome"
+    );
     describe_gauge!(
         DISRUPTION_ELIGIBLE_NODES,
         "Nodes a disruption method could take"
