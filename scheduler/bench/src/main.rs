@@ -203,7 +203,14 @@ fn consolidation_report(
         let took = t.elapsed().as_secs_f64();
         total += took;
         slowest = slowest.max(took);
-        let Some(d) = p.decision else { break };
+        let Some(d) = p.decision else {
+            println!(
+                "  the evaluation that found nothing more: {took:.3}s, {} simulations{}",
+                p.stats.simulations,
+                if p.stats.timed_out { " (timed out)" } else { "" }
+            );
+            break;
+        };
         removed += d.candidates.len();
         launched += d.replacements.len();
         consolidation::apply(&mut input, &d, round);
