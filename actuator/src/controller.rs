@@ -58,6 +58,7 @@ pub struct Lifecycle<P> {
     pods: Api<Pod>,
     deadlines: lifecycle::Deadlines,
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+    events: crate::events::Recorder,
 }
 
 impl<P> std::fmt::Debug for Lifecycle<P> {
@@ -182,10 +183,18 @@ impl<P: CloudProvider> Lifecycle<P> {
             store,
             claims: Api::all(client.clone()),
             nodes: Api::all(client.clone()),
-            pods: Api::all(client),
+            pods: Api::all(client.clone()),
             deadlines,
             clock,
+            events: crate::events::Recorder::new(client),
         }
+    }
+
+    /// Publishes through `recorder` (shared with the gRPC service, so both de-duplicate
+    /// against one memory).
+    pub fn with_events(mut self, recorder: crate::events::Recorder) -> Self {
+        self.events = recorder;
+        self
     }
 
     /// One pass over every NodeClaim from fresh lists, garbage collection included.
@@ -247,7 +256,7 @@ impl<P: CloudProvider> Lifecycle<P> {
             let result = if c.metadata.deletion_timestamp.is_some() {
                 self.terminate(c, &view, node, &mut pass).await
             } else if let Some(mark) = mark {
-                self.disrupt(&view, &mark, node, claims, &mut pass).await
+                self.disrupt(c, &view, &mark, node, claims, &mut pass).await
             } else {
                 self.advance(c, &view, node, &mut pass).await
             };
@@ -385,6 +394,7 @@ impl<P: CloudProvider> Lifecycle<P> {
     /// then delete it (the drain follows), or roll the decision back.
     async fn disrupt(
         &self,
+        c: &NodeClaimObject,
         view: &ClaimView,
         mark: &DisruptionMark,
         node: Option<&Node>,
@@ -451,6 +461,20 @@ impl<P: CloudProvider> Lifecycle<P> {
             lifecycle::DisruptionStep::Delete => {
                 tracing::info!(node_claim = %view.name, decision = %mark.id, method = %mark.method, "disrupting: replacements are up, deleting");
                 self.store.delete(&view.name).await?;
+                self.events
+                    .publish(crate::events::terminating(
+                        node.map(|n| {
+                            crate::events::Involved::node(
+                                n.metadata.name.as_deref().unwrap_or_default(),
+                                n.metadata.uid.clone(),
+                            )
+                        }),
+                        crate::events::Involved::node_claim(&view.name, c.metadata.uid.clone()),
+                        &mark.method,
+                        mark.savings_per_hour,
+                        &mark.reason,
+                    ))
+                    .await;
                 metrics::counter!(m::DISRUPTION_ACTIONS_TOTAL, "method" => mark.method.clone(), "action" => "deleted").increment(1);
                 pass.disrupted.push(view.name.clone());
                 Ok(())

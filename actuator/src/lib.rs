@@ -11,6 +11,7 @@
 
 pub mod args;
 pub mod controller;
+pub mod events;
 pub mod execute;
 pub mod launch;
 pub mod lifecycle;
@@ -283,6 +284,7 @@ where
         .await;
     let clock: std::sync::Arc<dyn Fn() -> std::time::SystemTime + Send + Sync> =
         std::sync::Arc::new(std::time::SystemTime::now);
+    let recorder = cluster.clone().map(events::Recorder::new);
     let lifecycle = cluster.map(|client| {
         (
             controller::Lifecycle::new(
@@ -293,13 +295,17 @@ where
                     launch_grace: args.launch_grace,
                 },
                 clock.clone(),
-            ),
+            )
+            .with_events(recorder.clone().expect("a cluster has a recorder")),
             nodeclass::NodeClasses::new(resolver, client, clock.clone()),
         )
     });
     let mut service = CloudService::new(provider, store);
     if lifecycle.is_some() {
         service = service.drained_by_lifecycle();
+    }
+    if let Some(recorder) = recorder.clone() {
+        service = service.with_events(recorder);
     }
     let router = router
         .add_service(berth_proto::v1::cloud_provider_server::CloudProviderServer::new(service));

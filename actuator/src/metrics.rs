@@ -26,6 +26,12 @@ pub const GC_ACTIONS_TOTAL: &str = "berth_actuator_gc_actions_total";
 /// Counter: disruption steps the lifecycle took, by `method` (`Expired`, `Drifted`, `Empty`,
 /// `Underutilized`) and `action` (`recorded`, `deleted`, `rolled_back`).
 pub const DISRUPTION_ACTIONS_TOTAL: &str = "berth_actuator_disruption_actions_total";
+/// Counter: Kubernetes Events published, by `reason` (`DisruptionBlocked`,
+/// `Unconsolidatable`, `DisruptionLaunching`, `DisruptionTerminating`); repeats dropped by the
+/// de-duplication are not counted.
+pub const EVENTS_TOTAL: &str = "berth_actuator_events_total";
+/// Counter: Events the API server refused or that could not be sent, by `reason`.
+pub const EVENT_ERRORS_TOTAL: &str = "berth_actuator_event_errors_total";
 /// Histogram: seconds per gRPC call, by `method` and `code`.
 pub const RPC_DURATION_SECONDS: &str = "berth_actuator_rpc_duration_seconds";
 
@@ -63,6 +69,11 @@ pub fn describe() {
     describe_counter!(
         DISRUPTION_ACTIONS_TOTAL,
         "Disruption decisions recorded, carried out (candidate deleted) and rolled back"
+    );
+    describe_counter!(EVENTS_TOTAL, "Kubernetes Events published, by reason");
+    describe_counter!(
+        EVENT_ERRORS_TOTAL,
+        "Kubernetes Events that failed to publish"
     );
     describe_gauge!(
         UNAVAILABLE_OFFERINGS,

@@ -19,6 +19,7 @@ pub struct CloudService<P, S> {
     provider: P,
     store: S,
     drained: bool,
+    events: Option<crate::events::Recorder>,
 }
 
 impl<P, S> CloudService<P, S> {
@@ -28,7 +29,15 @@ impl<P, S> CloudService<P, S> {
             provider,
             store,
             drained: false,
+            events: None,
         }
+    }
+
+    /// Publishes disruption events (`DisruptionLaunching`, and `DisruptionBlocked` for what
+    /// the scheduler reports) through `recorder`.
+    pub fn with_events(mut self, recorder: crate::events::Recorder) -> Self {
+        self.events = Some(recorder);
+        self
     }
 
     /// Terminate only deletes the NodeClaim: the lifecycle controller holds it by its
@@ -137,6 +146,8 @@ impl<P: CloudProvider, S: NodeClaimStore> CloudService<P, S> {
                 .map(|c| c.name.clone())
                 .collect(),
             started_at: std::time::SystemTime::now(),
+            savings_per_hour: Some(command.savings_per_hour),
+            reason: command.reason.clone(),
         };
         // Recorded first: from here on the decision survives a crash (the lifecycle carries
         // it on, or rolls it back when its replacements never appear).
@@ -164,6 +175,18 @@ impl<P: CloudProvider, S: NodeClaimStore> CloudService<P, S> {
             self.roll_back(&marked, &command.id).await;
             return Err(e);
         }
+        if let Some(events) = &self.events {
+            for claim in &command.replacements {
+                if let Some(involved) = events.node_claim(&claim.name).await {
+                    events
+                        .publish(vec![crate::events::launching(
+                            involved,
+                            command.method.as_str(),
+                        )])
+                        .await;
+                }
+            }
+        }
         metrics::counter!(m::DISRUPTION_ACTIONS_TOTAL, "method" => command.method.as_str(), "action" => "recorded").increment(1);
         tracing::info!(
             decision = %command.id,
@@ -185,6 +208,25 @@ impl<P: CloudProvider, S: NodeClaimStore> CloudService<P, S> {
                 tracing::warn!(node_claim = %name, decision = %id, error = %e, "clearing a disruption record");
             }
         }
+    }
+
+    async fn do_disruption_blocked(
+        &self,
+        r: pb::DisruptionBlockedRequest,
+    ) -> Result<pb::DisruptionBlockedResponse, Status> {
+        for (i, b) in r.blocked.iter().enumerate() {
+            if b.node.is_empty() {
+                return Err(to_status(&CloudError::InvalidArgument {
+                    field: format!("blocked[{i}].node"),
+                    message: "required".to_owned(),
+                }));
+            }
+        }
+        // Without a cluster there is nothing to publish on.
+        if let Some(events) = &self.events {
+            events.blocked(&r.blocked).await;
+        }
+        Ok(pb::DisruptionBlockedResponse {})
     }
 
     async fn do_terminate(&self, r: pb::TerminateRequest) -> Result<pb::TerminateResponse, Status> {
@@ -297,6 +339,17 @@ impl<P: CloudProvider + Clone, S: NodeClaimStore + Clone> CloudProviderRpc for C
             .await
             .unwrap_or_else(|e| Err(Status::internal(format!("the disruption task failed: {e}"))));
         observe("Disrupt", started, &out);
+        out.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn disruption_blocked(
+        &self,
+        request: Request<pb::DisruptionBlockedRequest>,
+    ) -> Result<Response<pb::DisruptionBlockedResponse>, Status> {
+        let started = Instant::now();
+        let out = self.do_disruption_blocked(request.into_inner()).await;
+        observe("DisruptionBlocked", started, &out);
         out.map(Response::new)
     }
 

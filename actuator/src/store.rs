@@ -22,12 +22,16 @@ pub enum StoreError {
 }
 
 /// A disruption decision as recorded on each of its candidate NodeClaims.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DisruptionMark {
     pub id: String,
     pub method: String,
     pub replacements: Vec<String>,
     pub started_at: std::time::SystemTime,
+    /// USD/hour the decision saves (`None` on a record written before it was kept).
+    pub savings_per_hour: Option<f64>,
+    /// Why, in words (empty when not kept).
+    pub reason: String,
 }
 
 impl DisruptionMark {
@@ -46,7 +50,16 @@ impl DisruptionMark {
             ),
             (labels::DISRUPTION_STARTED.to_owned(), started.to_string()),
         ]
-        .into()
+        .into_iter()
+        .chain(
+            self.savings_per_hour
+                .map(|s| (labels::DISRUPTION_SAVINGS.to_owned(), s.to_string())),
+        )
+        .chain(
+            (!self.reason.is_empty())
+                .then(|| (labels::DISRUPTION_REASON.to_owned(), self.reason.clone())),
+        )
+        .collect()
     }
 
     /// From a NodeClaim's annotations; `None` when it is in no decision.
@@ -75,6 +88,13 @@ impl DisruptionMark {
                 })
                 .unwrap_or_default(),
             started_at,
+            savings_per_hour: a
+                .get(labels::DISRUPTION_SAVINGS)
+                .and_then(|s| s.parse().ok()),
+            reason: a
+                .get(labels::DISRUPTION_REASON)
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 }
@@ -247,6 +267,8 @@ impl NodeClaimStore for Memory {
                 labels::DISRUPTION_METHOD,
                 labels::DISRUPTION_REPLACEMENTS,
                 labels::DISRUPTION_STARTED,
+                labels::DISRUPTION_SAVINGS,
+                labels::DISRUPTION_REASON,
             ] {
                 s.claim.annotations.remove(k);
             }
@@ -480,6 +502,8 @@ impl NodeClaimStore for Kube {
                     labels::DISRUPTION_METHOD: null,
                     labels::DISRUPTION_REPLACEMENTS: null,
                     labels::DISRUPTION_STARTED: null,
+                    labels::DISRUPTION_SAVINGS: null,
+                    labels::DISRUPTION_REASON: null,
                 },
             })))
         })

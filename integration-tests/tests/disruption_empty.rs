@@ -1,7 +1,10 @@
 //! Disruption with the three real binaries: a build pod annotated `karpenter.sh/do-not-disrupt`
 //! keeps its node while it runs; once the pods are gone the node is empty and is removed
 //! (the seed's GitLab pool: `WhenUnderutilized` = `WhenEmptyOrUnderutilized`, consolidateAfter
-//! 0s), its NodeClaim and Node deleted and its instance terminated.
+//! 0s), its NodeClaim and Node deleted and its instance terminated. The actuator publishes
+//! Karpenter's events on the way: `DisruptionBlocked` on the Node and its NodeClaim naming the
+//! do-not-disrupt pod (once, though the scheduler reports it every evaluation), then
+//! `DisruptionTerminating` ("Disrupting Node: Empty") when the node goes.
 
 mod common;
 
@@ -27,6 +30,16 @@ async fn an_empty_node_is_removed_and_a_do_not_disrupt_pod_keeps_its_node() {
     })
     .await;
     assert_eq!(cluster.list::<NodeClaim>().await.len(), 1);
+    let claim = cluster.list::<NodeClaim>().await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let node = cluster.list::<Node>().await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "gitlab");
     // One build is protected: the node stays while it runs, though the others go.
     let mut keep: Pod = pods.get("build-0").await.unwrap();
@@ -48,6 +61,20 @@ async fn an_empty_node_is_removed_and_a_do_not_disrupt_pod_keeps_its_node() {
         1,
         "a node with a do-not-disrupt pod was disrupted"
     );
+    let blocked = common::events_about(&cluster, "Node", &node, "DisruptionBlocked").await;
+    assert_eq!(
+        blocked.len(),
+        1,
+        "one DisruptionBlocked event on the node, de-duplicated across evaluations: {blocked:#?}"
+    );
+    let message = blocked[0].message.clone().unwrap_or_default();
+    assert!(
+        message.contains("gitlab/build-0") && message.contains("karpenter.sh/do-not-disrupt"),
+        "{message}"
+    );
+    assert!(blocked[0].involved_object.uid.is_some());
+    let on_claim = common::events_about(&cluster, "NodeClaim", &claim, "DisruptionBlocked").await;
+    assert_eq!(on_claim.len(), 1, "{on_claim:#?}");
     // The build ends: the node is empty and goes.
     pods.delete("build-0", &DeleteParams::default())
         .await
@@ -56,4 +83,13 @@ async fn an_empty_node_is_removed_and_a_do_not_disrupt_pod_keeps_its_node() {
         cluster.list::<NodeClaim>().await.is_empty() && cluster.list::<Node>().await.is_empty()
     })
     .await;
+    for (kind, name) in [("Node", &node), ("NodeClaim", &claim)] {
+        let disrupting = common::events_about(&cluster, kind, name, "DisruptionTerminating").await;
+        assert_eq!(disrupting.len(), 1, "{kind} {name}: {disrupting:#?}");
+        let message = disrupting[0].message.clone().unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("Disrupting {kind}: Empty (saving $")),
+            "{message}"
+        );
+    }
 }

@@ -125,6 +125,12 @@ impl berth_proto::v1::cloud_provider_server::CloudProvider for NoCapacity {
         berth_scheduler_core::disruption::Command::try_from(request.into_inner())?;
         Ok(tonic::Response::new(Default::default()))
     }
+    async fn disruption_blocked(
+        &self,
+        _: tonic::Request<berth_proto::v1::DisruptionBlockedRequest>,
+    ) -> Result<tonic::Response<berth_proto::v1::DisruptionBlockedResponse>, tonic::Status> {
+        Ok(tonic::Response::new(Default::default()))
+    }
     async fn terminate(
         &self,
         _: tonic::Request<berth_proto::v1::TerminateRequest>,

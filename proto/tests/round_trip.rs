@@ -569,3 +569,37 @@ fn foreign_statuses_map_by_code() {
         CloudError::Unavailable { .. }
     ));
 }
+
+#[test]
+fn blocked_nodes_carry_their_kind_and_the_cores_words() {
+    use berth_scheduler_core::disruption::{BlockReason, Blocked};
+    let blocked = vec![
+        Blocked {
+            node: "n1".into(),
+            node_pool: "default".into(),
+            reason: BlockReason::PodDoNotDisrupt {
+                pod: ObjectKey::new("ci", "build-1"),
+            },
+        },
+        Blocked {
+            node: "n2".into(),
+            node_pool: "default".into(),
+            reason: BlockReason::NotConsolidatable {
+                why: "its pods fit nowhere else".into(),
+            },
+        },
+    ];
+    let r = p::DisruptionBlockedRequest::from(blocked.as_slice());
+    assert_eq!(r.blocked.len(), 2);
+    assert_eq!(r.blocked[0].node, "n1");
+    assert_eq!(r.blocked[0].kind(), p::DisruptionBlockKind::PodDoNotDisrupt);
+    assert_eq!(
+        r.blocked[0].message,
+        "pod ci/build-1 has karpenter.sh/do-not-disrupt: \"true\""
+    );
+    assert_eq!(
+        r.blocked[1].kind(),
+        p::DisruptionBlockKind::NotConsolidatable
+    );
+    assert_eq!(r.blocked[1].message, "its pods fit nowhere else");
+}

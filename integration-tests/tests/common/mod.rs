@@ -511,3 +511,22 @@ pub async fn describe_claims(cluster: &Cluster) -> Vec<String> {
         })
         .collect()
 }
+
+/// The Kubernetes Events (core/v1, any namespace) about `kind`/`name` with `reason`.
+pub async fn events_about(
+    cluster: &Cluster,
+    kind: &str,
+    name: &str,
+    reason: &str,
+) -> Vec<k8s_openapi::api::core::v1::Event> {
+    cluster
+        .list::<k8s_openapi::api::core::v1::Event>()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some(kind)
+                && e.involved_object.name.as_deref() == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .collect()
+}

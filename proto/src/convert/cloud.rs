@@ -222,3 +222,38 @@ impl TryFrom<p::DisruptRequest> for berth_scheduler_core::disruption::Command {
         })
     }
 }
+
+fn block_kind_to(r: &berth_scheduler_core::disruption::BlockReason) -> p::DisruptionBlockKind {
+    use berth_scheduler_core::disruption::BlockReason as B;
+    match r {
+        B::NotInitialized => p::DisruptionBlockKind::NotInitialized,
+        B::NodeDoNotDisrupt => p::DisruptionBlockKind::NodeDoNotDisrupt,
+        B::PodDoNotDisrupt { .. } => p::DisruptionBlockKind::PodDoNotDisrupt,
+        B::PodDisruptionBudget { .. } => p::DisruptionBlockKind::PodDisruptionBudget,
+        B::Budget { .. } => p::DisruptionBlockKind::Budget,
+        B::ConsolidateAfter { .. } => p::DisruptionBlockKind::ConsolidateAfter,
+        B::ConsolidationDisabled => p::DisruptionBlockKind::ConsolidationDisabled,
+        B::NodePoolUnknown { .. } => p::DisruptionBlockKind::NodePoolUnknown,
+        B::NotConsolidatable { .. } => p::DisruptionBlockKind::NotConsolidatable,
+    }
+}
+
+/// The kind and the words (the core's `Display`, as `Explain` says it) of one blocked node.
+impl From<&berth_scheduler_core::disruption::Blocked> for p::BlockedNode {
+    fn from(b: &berth_scheduler_core::disruption::Blocked) -> Self {
+        p::BlockedNode {
+            node: b.node.clone(),
+            node_pool: b.node_pool.clone(),
+            kind: block_kind_to(&b.reason) as i32,
+            message: b.reason.to_string(),
+        }
+    }
+}
+
+impl From<&[berth_scheduler_core::disruption::Blocked]> for p::DisruptionBlockedRequest {
+    fn from(blocked: &[berth_scheduler_core::disruption::Blocked]) -> Self {
+        p::DisruptionBlockedRequest {
+            blocked: blocked.iter().map(Into::into).collect(),
+        }
+    }
+}

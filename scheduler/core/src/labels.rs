@@ -44,6 +44,9 @@ pub const DISRUPTION_METHOD: &str = "disruption.berth.dev/method";
 pub const DISRUPTION_REPLACEMENTS: &str = "disruption.berth.dev/replacements";
 /// RFC 3339 time the decision was recorded.
 pub const DISRUPTION_STARTED: &str = "disruption.berth.dev/started-at";
+/// USD per hour the decision saves, and why it was made (for the actuator's events).
+pub const DISRUPTION_SAVINGS: &str = "disruption.berth.dev/savings-per-hour";
+pub const DISRUPTION_REASON: &str = "disruption.berth.dev/reason";
 pub const DISRUPTED_TAINT_KEY: &str = "karpenter.sh/disrupted";
 /// Taint (NoExecute) a node carries until its NodeClaim has registered it.
 pub const UNREGISTERED_TAINT_KEY: &str = "karpenter.sh/unregistered";

@@ -46,6 +46,15 @@ pub trait Cloud: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Instance, CloudError>> + Send;
     /// Carries out a disruption decision (idempotent by its id).
     fn disrupt(&self, command: &Command) -> impl Future<Output = Result<(), CloudError>> + Send;
+    /// Hands the nodes an evaluation kept, and why, to whoever publishes them as events (the
+    /// actuator, the only writer to the cluster). Best effort; nothing by default.
+    fn disruption_blocked(
+        &self,
+        blocked: &[disruption::Blocked],
+    ) -> impl Future<Output = Result<(), CloudError>> + Send {
+        let _ = blocked;
+        std::future::ready(Ok(()))
+    }
 }
 
 /// How long a consolidation search that found nothing is trusted while the cluster stays the
@@ -654,6 +663,7 @@ impl<C: Cloud> Engine<C> {
         for b in &plan.blocked {
             tracing::debug!(node = %b.node, node_pool = %b.node_pool, reason = %b.reason, "not disrupted");
         }
+        self.report_blocked(&plan.blocked).await;
         let decision = plan.decision.clone();
         {
             let mut s = self.lock();
@@ -742,6 +752,14 @@ impl<C: Cloud> Engine<C> {
                 }
                 None
             }
+        }
+    }
+
+    /// Hands an evaluation's blocked nodes to the actuator for its events. Best effort: a
+    /// failure is logged, never holds up disruption.
+    async fn report_blocked(&self, blocked: &[disruption::Blocked]) {
+        if let Err(e) = self.cloud.disruption_blocked(blocked).await {
+            tracing::debug!(error = %e, "reporting blocked nodes to the actuator");
         }
     }
 

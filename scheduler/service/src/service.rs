@@ -237,4 +237,21 @@ impl Cloud for GrpcCloud {
             .map_err(|s| berth_proto::status::from_status(&s))?;
         Ok(())
     }
+
+    async fn disruption_blocked(
+        &self,
+        blocked: &[berth_scheduler_core::disruption::Blocked],
+    ) -> Result<(), CloudError> {
+        match self
+            .client
+            .clone()
+            .disruption_blocked(p::DisruptionBlockedRequest::from(blocked))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // An actuator from before the RPC: it publishes no such events.
+            Err(s) if s.code() == tonic::Code::Unimplemented => Ok(()),
+            Err(s) => Err(berth_proto::status::from_status(&s)),
+        }
+    }
 }
