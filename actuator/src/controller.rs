@@ -47,6 +47,9 @@ pub struct Pass {
     pub disrupted: Vec<String>,
     /// Disruption decisions given up (claim names).
     pub disruptions_rolled_back: Vec<String>,
+    /// Claims whose node carried the disrupted taint with no disruption under way (a roll-back
+    /// that raced a pass still tainting): untainted.
+    pub disruption_taints_removed: Vec<String>,
 }
 
 pub struct Lifecycle<P> {
@@ -258,7 +261,10 @@ impl<P: CloudProvider> Lifecycle<P> {
             } else if let Some(mark) = mark {
                 self.disrupt(c, &view, &mark, node, claims, &mut pass).await
             } else {
-                self.advance(c, &view, node, &mut pass).await
+                match self.untaint_undisrupted(&view, node, &mut pass).await {
+                    Ok(()) => self.advance(c, &view, node, &mut pass).await,
+                    Err(e) => Err(e),
+                }
             };
             if let Err(e) = result {
                 // One claim's trouble does not stop the others.
@@ -592,6 +598,37 @@ impl<P: CloudProvider> Lifecycle<P> {
             }
         }
         Ok(())
+    /// The disrupted taint belongs to a disruption under way (a record on the claim) or to a
+    /// deletion. On a node whose claim has neither, it is left over (a pass that tainted on a
+    /// view older than the roll-back that cleared the record) and would keep pods off the node
+    /// and the node counted as disrupting for ever: it goes.
+    async fn untaint_undisrupted(
+        &self,
+        view: &ClaimView,
+        node: Option<&Node>,
+        pass: &mut Pass,
+    ) -> Result<(), StoreError> {
+        let Some(n) = node else { return Ok(()) };
+        let tainted = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key == labels::DISRUPTED_TAINT_KEY));
+        if !tainted {
+            return Ok(());
+        }
+        let Some(name) = n.metadata.name.as_deref() else {
+            return Ok(());
+        };
+        tracing::warn!(node_claim = %view.name, node = name, "removing a disrupted taint left by a rolled-back disruption");
+        match self.exec.untaint_disrupted(name).await {
+            Ok(()) | Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        pass.disruption_taints_removed.push(view.name.clone());
+        Ok(())
+    }
+
     }
 
     /// Watches NodeClaims, Nodes and (with `classes`) EC2NodeClasses, and reconciles on every

@@ -326,3 +326,53 @@ async fn a_launch_never_recorded_is_resumed_after_the_grace_and_finds_its_instan
     let pass = w.lifecycle.reconcile_all().await.unwrap();
     assert!(pass.relaunched.is_empty());
 }
+
+#[tokio::test]
+async fn a_disrupted_taint_without_a_disruption_under_way_is_removed() {
+    let w = world().await;
+    let provider_id = launch(&w, "gitlab-t1").await;
+    let nodes: Api<Node> = Api::all(w.client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": "ip-10-0-1-9", "labels": {"kubernetes.io/hostname": "ip-10-0-1-9"}},
+        "spec": {"providerID": provider_id},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                   "allocatable": {"cpu": "1930m", "pods": "29"}},
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    w.lifecycle.reconcile_all().await.unwrap();
+    w.lifecycle.reconcile_all().await.unwrap();
+    let taints = |n: Node| n.spec.and_then(|s| s.taints).unwrap_or_default();
+    // Left by a pass that tainted after a roll-back had cleared the claim's record.
+    let mut with = taints(nodes.get("ip-10-0-1-9").await.unwrap());
+    assert!(with.iter().all(|t| t.key != "karpenter.sh/disrupted"));
+    with.push(
+        serde_json::from_value(json!({"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}))
+            .unwrap(),
+    );
+    nodes
+        .patch(
+            "ip-10-0-1-9",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": with}})),
+        )
+        .await
+        .unwrap();
+    let pass = w.lifecycle.reconcile_all().await.unwrap();
+    assert_eq!(pass.disruption_taints_removed, ["gitlab-t1"]);
+    let left = taints(nodes.get("ip-10-0-1-9").await.unwrap());
+    assert!(
+        left.iter().all(|t| t.key != "karpenter.sh/disrupted"),
+        "{left:?}"
+    );
+    // The claim's own taints stay.
+    assert!(left.iter().any(|t| t.key == "dedicated"), "{left:?}");
+    assert!(
+        w.lifecycle
+            .reconcile_all()
+            .await
+            .unwrap()
+            .disruption_taints_removed
+            .is_empty()
+    );
+}

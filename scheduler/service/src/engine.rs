@@ -57,6 +57,10 @@ pub trait Cloud: Send + Sync + 'static {
     }
 }
 
+/// How long a NodeClaim the actuator was told to disrupt counts as disrupting before the
+/// watcher shows the actuator's record (wall time: it covers the watch's latency).
+pub const DISRUPTED_MEMORY: Duration = Duration::from_secs(2);
+
 /// How long a consolidation search that found nothing is trusted while the cluster stays the
 /// same (Karpenter marks its cluster state unconsolidated after 5 minutes).
 pub const CONSOLIDATED_TTL: Duration = Duration::from_secs(300);
@@ -163,8 +167,9 @@ struct State {
     /// skipped while the cluster gives the same key, for at most [`CONSOLIDATED_TTL`].
     consolidated: Option<(u64, SystemTime)>,
     /// NodeClaims of decisions sent to the actuator that the watcher has not yet reported
-    /// deleting or gone: counted as disrupting meanwhile, so they are not chosen again.
-    disrupted: std::collections::BTreeSet<String>,
+    /// recorded, deleting or gone, with when they were sent: counted as disrupting meanwhile,
+    /// so they are not chosen again, for at most [`DISRUPTED_MEMORY`].
+    disrupted: BTreeMap<String, Instant>,
 }
 
 /// The scheduler's state and loop. Cheap to share: clone the `Arc`.
@@ -598,21 +603,26 @@ impl<C: Cloud> Engine<C> {
             self.options.disruption.core.clone(),
         );
         let model = &s.model;
-        let still: std::collections::BTreeSet<String> = s
+        // Until the watcher shows the actuator's record (or the deletion), the claim counts as
+        // disrupting. A record the actuator wrote and rolled back at once may never be seen
+        // (the watcher coalesces updates): such an entry lapses after DISRUPTED_MEMORY, or the
+        // claim would count as disrupting for ever and hold its NodePool's budget.
+        let still: BTreeMap<String, Instant> = s
             .disrupted
             .iter()
-            .filter(|c| {
-                model.node_claim(c).is_some_and(|c| {
-                    !c.deleting
-                        && !c
-                            .annotations
-                            .contains_key(berth_scheduler_core::labels::DISRUPTION_ID)
-                })
+            .filter(|(c, sent)| {
+                sent.elapsed() < DISRUPTED_MEMORY
+                    && model.node_claim(c).is_some_and(|c| {
+                        !c.deleting
+                            && !c
+                                .annotations
+                                .contains_key(berth_scheduler_core::labels::DISRUPTION_ID)
+                    })
             })
-            .cloned()
+            .map(|(c, sent)| (c.clone(), *sent))
             .collect();
         for c in &mut input.node_claims {
-            if still.contains(&c.name) {
+            if still.contains_key(&c.name) {
                 c.deleting = true;
             }
         }
@@ -728,9 +738,10 @@ impl<C: Cloud> Engine<C> {
         };
         match self.cloud.disrupt(&command).await {
             Ok(()) => {
+                let sent = Instant::now();
                 self.lock()
                     .disrupted
-                    .extend(command.node_claims.iter().cloned());
+                    .extend(command.node_claims.iter().map(|c| (c.clone(), sent)));
                 ::metrics::counter!(metrics::DISRUPTION_DECISIONS_TOTAL, "method" => method, "decision" => "executed").increment(1);
                 ::metrics::counter!(metrics::DISRUPTION_NODES_TOTAL, "method" => method)
                     .increment(command.node_claims.len() as u64);
