@@ -47,6 +47,8 @@ pub struct Pass {
     pub disrupted: Vec<String>,
     /// Disruption decisions given up (claim names).
     pub disruptions_rolled_back: Vec<String>,
+    /// Claims the cloud called drifted (their `Drifted` condition set True).
+    pub drifted: Vec<String>,
     /// Claims whose node carried the disrupted taint with no disruption under way (a roll-back
     /// that raced a pass still tainting): untainted.
     pub disruption_taints_removed: Vec<String>,
@@ -62,7 +64,14 @@ pub struct Lifecycle<P> {
     deadlines: lifecycle::Deadlines,
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
     events: crate::events::Recorder,
+    /// How often each initialized claim is asked of the cloud's `is_drifted`.
+    drift_interval: Duration,
+    /// When each claim was last asked.
+    drift_checked: std::sync::Mutex<BTreeMap<String, std::time::Instant>>,
 }
+
+/// Karpenter looks at a NodeClaim's drift every 5 minutes; each look costs the cloud a call.
+pub const DRIFT_INTERVAL: Duration = Duration::from_secs(300);
 
 impl<P> std::fmt::Debug for Lifecycle<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,6 +121,19 @@ fn claim_view(c: &NodeClaimObject) -> ClaimView {
             .creation_timestamp
             .as_ref()
             .map_or(SystemTime::UNIX_EPOCH, |t| SystemTime::from(t.0)),
+    }
+}
+
+/// `"AMIDrift: why"` as the condition's reason and message (`Drifted` when the cloud gave
+/// no reason word).
+fn drift_reason(why: &str) -> (&str, &str) {
+    match why.split_once(": ") {
+        Some((reason, message))
+            if !reason.is_empty() && reason.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            (reason, message)
+        }
+        _ => ("Drifted", why),
     }
 }
 
@@ -190,7 +212,15 @@ impl<P: CloudProvider> Lifecycle<P> {
             deadlines,
             clock,
             events: crate::events::Recorder::new(client),
+            drift_interval: DRIFT_INTERVAL,
+            drift_checked: Default::default(),
         }
+    }
+
+    /// Asks the cloud about each claim's drift at most this often (tests: zero).
+    pub fn with_drift_interval(mut self, every: Duration) -> Self {
+        self.drift_interval = every;
+        self
     }
 
     /// Publishes through `recorder` (shared with the gRPC service, so both de-duplicate
@@ -271,10 +301,79 @@ impl<P: CloudProvider> Lifecycle<P> {
                 tracing::warn!(node_claim = %view.name, error = %e, "reconcile");
             }
         }
+        for c in claims {
+            if let Err(e) = self.check_drift(c, &mut pass).await {
+                tracing::warn!(node_claim = ?c.metadata.name, error = %e, "drift check");
+            }
+        }
         if gc {
             self.collect_garbage(claims, &mut pass).await;
         }
         pass
+    }
+
+    /// Cloud-side drift (Karpenter's `cloudProvider.IsDrifted`): an initialized claim in no
+    /// decision is asked of the cloud every `drift_interval`; its `Drifted` condition is set
+    /// True with the cloud's reason (`AMIDrift`, `SubnetDrift`, `SecurityGroupDrift`,
+    /// `NodeClassDrift`), which the scheduler's disruption replaces, and False again when the
+    /// cloud no longer says so.
+    async fn check_drift(&self, c: &NodeClaimObject, pass: &mut Pass) -> Result<(), StoreError> {
+        let view = claim_view(c);
+        let in_decision = c
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(labels::DISRUPTION_ID));
+        if c.metadata.deletion_timestamp.is_some() || !view.initialized || in_decision {
+            return Ok(());
+        }
+        {
+            let now = std::time::Instant::now();
+            let mut checked = self.drift_checked.lock().unwrap_or_else(|e| e.into_inner());
+            if checked
+                .get(&view.name)
+                .is_some_and(|at| now.duration_since(*at) < self.drift_interval)
+            {
+                return Ok(());
+            }
+            let every = self.drift_interval;
+            checked.retain(|_, at| now.duration_since(*at) < every);
+            checked.insert(view.name.clone(), now);
+        }
+        let claim = berth_api::domain::node_claim(c)
+            .map_err(|e| StoreError::Unavailable(format!("NodeClaim: {e}")))?;
+        let drift = match self.provider.is_drifted(&claim).await {
+            Ok(d) => d,
+            // No instance: garbage collection deletes the claim.
+            Err(CloudError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(StoreError::Unavailable(e.to_string())),
+        };
+        let drifted = condition_true(c, "Drifted");
+        match drift {
+            Some(berth_cloud::DriftReason(why)) if !drifted => {
+                let (reason, message) = drift_reason(&why);
+                tracing::info!(node_claim = %view.name, %reason, %message, "drifted");
+                self.store
+                    .set_condition(
+                        &view.name,
+                        self.store.condition("Drifted", true, reason, message),
+                        serde_json::json!({}),
+                    )
+                    .await?;
+                pass.drifted.push(view.name.clone());
+            }
+            None if drifted => {
+                self.store
+                    .set_condition(
+                        &view.name,
+                        self.store.condition("Drifted", false, "NotDrifted", ""),
+                        serde_json::json!({}),
+                    )
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Terminates instances without a NodeClaim and deletes NodeClaims whose instance is gone.
@@ -501,6 +600,37 @@ impl<P: CloudProvider> Lifecycle<P> {
         }
     }
 
+    /// The disrupted taint belongs to a disruption under way (a record on the claim) or to a
+    /// deletion. On a node whose claim has neither, it is left over (a pass that tainted on a
+    /// view older than the roll-back that cleared the record) and would keep pods off the node
+    /// and the node counted as disrupting for ever: it goes.
+    async fn untaint_undisrupted(
+        &self,
+        view: &ClaimView,
+        node: Option<&Node>,
+        pass: &mut Pass,
+    ) -> Result<(), StoreError> {
+        let Some(n) = node else { return Ok(()) };
+        let tainted = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key == labels::DISRUPTED_TAINT_KEY));
+        if !tainted {
+            return Ok(());
+        }
+        let Some(name) = n.metadata.name.as_deref() else {
+            return Ok(());
+        };
+        tracing::warn!(node_claim = %view.name, node = name, "removing a disrupted taint left by a rolled-back disruption");
+        match self.exec.untaint_disrupted(name).await {
+            Ok(()) | Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        pass.disruption_taints_removed.push(view.name.clone());
+        Ok(())
+    }
+
     async fn terminate(
         &self,
         c: &NodeClaimObject,
@@ -598,37 +728,6 @@ impl<P: CloudProvider> Lifecycle<P> {
             }
         }
         Ok(())
-    /// The disrupted taint belongs to a disruption under way (a record on the claim) or to a
-    /// deletion. On a node whose claim has neither, it is left over (a pass that tainted on a
-    /// view older than the roll-back that cleared the record) and would keep pods off the node
-    /// and the node counted as disrupting for ever: it goes.
-    async fn untaint_undisrupted(
-        &self,
-        view: &ClaimView,
-        node: Option<&Node>,
-        pass: &mut Pass,
-    ) -> Result<(), StoreError> {
-        let Some(n) = node else { return Ok(()) };
-        let tainted = n
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_ref())
-            .is_some_and(|t| t.iter().any(|t| t.key == labels::DISRUPTED_TAINT_KEY));
-        if !tainted {
-            return Ok(());
-        }
-        let Some(name) = n.metadata.name.as_deref() else {
-            return Ok(());
-        };
-        tracing::warn!(node_claim = %view.name, node = name, "removing a disrupted taint left by a rolled-back disruption");
-        match self.exec.untaint_disrupted(name).await {
-            Ok(()) | Err(StoreError::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-        pass.disruption_taints_removed.push(view.name.clone());
-        Ok(())
-    }
-
     }
 
     /// Watches NodeClaims, Nodes and (with `classes`) EC2NodeClasses, and reconciles on every

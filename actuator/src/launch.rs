@@ -29,6 +29,12 @@ pub async fn launch<P: CloudProvider, S: NodeClaimStore>(
 ) -> Result<Instance, LaunchError> {
     match provider.create(claim).await {
         Ok(instance) => {
+            // Before the launch is recorded: a claim recorded Launched always carries what
+            // drift is later compared with (a crash in between resumes the launch, and this).
+            store
+                .annotate(&claim.name, &provider.launch_annotations(claim))
+                .await
+                .map_err(LaunchError::Store)?;
             store
                 .launched(&claim.name, &instance)
                 .await

@@ -113,6 +113,13 @@ pub trait NodeClaimStore: Send + Sync + 'static {
         name: &str,
         instance: &Instance,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Merges `annotations` into the NodeClaim's (what the provider records with a launch,
+    /// e.g. the EC2NodeClass hash); nothing when empty.
+    fn annotate(
+        &self,
+        name: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Records a failed launch: `Launched=False` with the cloud's reason.
     fn launch_failed(
         &self,
@@ -178,6 +185,18 @@ impl Memory {
 }
 
 impl NodeClaimStore for Memory {
+    async fn annotate(
+        &self,
+        name: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        self.with(name, |s| {
+            s.claim
+                .annotations
+                .extend(annotations.iter().map(|(k, v)| (k.clone(), v.clone())))
+        })
+    }
+
     async fn create(&self, claim: &NodeClaim) -> Result<(), StoreError> {
         self.lock()
             .entry(claim.name.clone())
@@ -397,6 +416,27 @@ fn quantities(r: &berth_scheduler_core::model::Resources) -> serde_json::Value {
 }
 
 impl NodeClaimStore for Kube {
+    async fn annotate(
+        &self,
+        name: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        if annotations.is_empty() {
+            return Ok(());
+        }
+        use kube::api::{Patch, PatchParams};
+        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
+        match self
+            .api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Err(StoreError::NotFound(name.to_owned())),
+            Err(e) => Err(kube_error(e)),
+        }
+    }
+
     async fn create(&self, claim: &NodeClaim) -> Result<(), StoreError> {
         let obj = berth_api::domain::node_claim_object(claim);
         match self

@@ -70,6 +70,10 @@ impl<P: CloudProvider> CloudProvider for Metered<P> {
             .await
     }
 
+    fn launch_annotations(&self, claim: &NodeClaim) -> std::collections::BTreeMap<String, String> {
+        self.inner.launch_annotations(claim)
+    }
+
     async fn is_drifted(&self, claim: &NodeClaim) -> Result<Option<DriftReason>, CloudError> {
         self.timed("is_drifted", self.inner.is_drifted(claim)).await
     }

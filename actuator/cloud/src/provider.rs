@@ -59,8 +59,21 @@ pub trait CloudProvider: Send + Sync + 'static {
         node_pool: &NodePool,
     ) -> impl Future<Output = Result<Vec<InstanceType>, CloudError>> + Send;
 
-    /// Whether the claim's instance no longer matches what would be launched now (an AMI
-    /// changed, a security group moved, ...): `None` when it still matches.
+    /// Annotations to record on `claim` with its launch, for [`is_drifted`](Self::is_drifted)
+    /// to compare later (EC2: `karpenter.k8s.aws/ec2nodeclass-hash` and its version). None by
+    /// default. Computed from what the provider holds (no cloud call), so it cannot fail.
+    fn launch_annotations(&self, claim: &NodeClaim) -> std::collections::BTreeMap<String, String> {
+        let _ = claim;
+        std::collections::BTreeMap::new()
+    }
+
+    /// Whether the claim's instance no longer matches what would be launched now: `None` when
+    /// it still matches, else the reason as `"<Word>: <why>"`, the word Karpenter's
+    /// (`NodeClassDrift`: the static hash from [`launch_annotations`](Self::launch_annotations)
+    /// differs, same hash version only; `AMIDrift`, `SubnetDrift`, `SecurityGroupDrift`). The
+    /// lifecycle sets the claim's `Drifted` condition from it. `NotFound` when the claim has no
+    /// instance. Called for every initialized claim every few minutes: keep it cheap (cached
+    /// resolutions, one lookup of the instance).
     fn is_drifted(
         &self,
         claim: &NodeClaim,

@@ -176,6 +176,11 @@ impl SimCloud {
             .insert(node_claim.to_owned(), reason.to_owned());
     }
 
+    /// `is_drifted` reports nothing for this claim again.
+    pub fn clear_drifted(&self, node_claim: &str) {
+        self.state().drifted.remove(node_claim);
+    }
+
     /// Every call received so far.
     pub fn calls(&self) -> Vec<Call> {
         self.state().calls.clone()

@@ -165,6 +165,8 @@ pub struct Ec2Instance {
     pub image_id: String,
     pub launched_at: SystemTime,
     pub tags: Tags,
+    pub subnet_id: String,
+    pub security_group_ids: Vec<String>,
 }
 
 /// What `DescribeInstanceTypes` says of one type (the fields Berth uses).
@@ -755,6 +757,12 @@ impl Ec2Api for SdkApi {
                         state,
                         spot: i.instance_lifecycle() == Some(&ec2::InstanceLifecycleType::Spot),
                         image_id: i.image_id().unwrap_or_default().to_owned(),
+                        subnet_id: i.subnet_id().unwrap_or_default().to_owned(),
+                        security_group_ids: i
+                            .security_groups()
+                            .iter()
+                            .filter_map(|g| g.group_id().map(str::to_owned))
+                            .collect(),
                         launched_at: i
                             .launch_time()
                             .and_then(|t| SystemTime::try_from(*t).ok())

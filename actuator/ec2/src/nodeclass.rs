@@ -100,6 +100,41 @@ pub fn kube_arch(ec2: &str) -> Option<&'static str> {
     }
 }
 
+/// The value Berth writes in `karpenter.k8s.aws/ec2nodeclass-hash-version`. Berth's hash is its
+/// own (not Karpenter's hashstructure), so a claim hashed by Karpenter (`v4`) is not called
+/// drifted for that.
+pub const NODE_CLASS_HASH_VERSION: &str = "berth-v1";
+
+/// The EC2NodeClass's static drift hash (`karpenter.k8s.aws/ec2nodeclass-hash`): the fields
+/// Karpenter's `EC2NodeClass.Hash()` covers: everything in the spec but the selector terms
+/// (subnets, security groups, AMIs, capacity reservations; their drift is dynamic: what they
+/// resolve to is compared instead) and `ipPrefixCount`, with the AMI family as resolved (an
+/// alias's family counts as if written). FNV-1a over the fields' canonical JSON, as a decimal.
+pub fn node_class_hash(spec: &EC2NodeClassSpec) -> String {
+    let fields = serde_json::json!({
+        "associatePublicIPAddress": spec.associate_public_ip_address,
+        "amiFamily": format!("{:?}", family_of(spec)),
+        "userData": spec.user_data,
+        "role": spec.role,
+        "instanceProfile": spec.instance_profile,
+        "tags": spec.tags,
+        "kubelet": spec.kubelet,
+        "blockDeviceMappings": spec.block_device_mappings,
+        "instanceStorePolicy": spec.instance_store_policy,
+        "detailedMonitoring": spec.detailed_monitoring,
+        "metadataOptions": spec.metadata_options,
+        "context": spec.context,
+    });
+    // NB: serde_json's maps are sorted by key (no `preserve_order`), so this is canonical.
+    let text = fields.to_string();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h.to_string()
+}
+
 pub fn family_of(spec: &EC2NodeClassSpec) -> Family {
     let from_alias = spec
         .ami_selector_terms

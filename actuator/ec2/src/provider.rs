@@ -1081,6 +1081,23 @@ impl<A: Ec2Api> CloudProvider for Ec2Cloud<A> {
             .collect())
     }
 
+    fn launch_annotations(&self, claim: &NodeClaim) -> std::collections::BTreeMap<String, String> {
+        match self.node_class(&claim.node_class_ref.name) {
+            Ok(spec) => [
+                (
+                    labels::EC2_NODE_CLASS_HASH.to_owned(),
+                    crate::nodeclass::node_class_hash(&spec),
+                ),
+                (
+                    labels::EC2_NODE_CLASS_HASH_VERSION.to_owned(),
+                    crate::nodeclass::NODE_CLASS_HASH_VERSION.to_owned(),
+                ),
+            ]
+            .into(),
+            Err(_) => Default::default(),
+        }
+    }
+
     async fn is_drifted(&self, claim: &NodeClaim) -> Result<Option<DriftReason>, CloudError> {
         let instances = self.instances_of(&claim.name).await?;
         let Some(i) = instances.iter().find(|i| live(i)) else {
@@ -1088,6 +1105,22 @@ impl<A: Ec2Api> CloudProvider for Ec2Cloud<A> {
                 what: format!("instance of NodeClaim {}", claim.name),
             });
         };
+        // Static drift first, as Karpenter: the class's hashed fields changed since the launch
+        // (only a hash of Berth's own version is compared).
+        let spec = self.node_class(&claim.node_class_ref.name)?;
+        if claim
+            .annotations
+            .get(labels::EC2_NODE_CLASS_HASH_VERSION)
+            .is_some_and(|v| v == crate::nodeclass::NODE_CLASS_HASH_VERSION)
+            && let Some(hash) = claim.annotations.get(labels::EC2_NODE_CLASS_HASH)
+        {
+            let now = crate::nodeclass::node_class_hash(&spec);
+            if *hash != now {
+                return Ok(Some(DriftReason(format!(
+                    "NodeClassDrift: the EC2NodeClass's hash is {now}, the NodeClaim was launched with {hash}"
+                ))));
+            }
+        }
         let resolved = self.resolve(&claim.node_class_ref.name).await?;
         if !resolved.amis.iter().any(|a| a.id == i.image_id) {
             return Ok(Some(DriftReason(format!(
@@ -1107,6 +1140,54 @@ impl<A: Ec2Api> CloudProvider for Ec2Cloud<A> {
                 i.zone
             ))));
         }
-        Ok(None)
+        Ok(security_group_drift(
+            &i.security_group_ids,
+            resolved.security_groups.iter().map(|g| g.id.as_str()),
+        )
+        .map(DriftReason))
+    }
+}
+
+/// `SecurityGroupDrift` when the instance's groups are not exactly the ones the class selects
+/// now (Karpenter compares the sets: a group added to the selection drifts too). An instance
+/// that reports no groups is not judged.
+///
+/// NB: moto reports no instance-level groups for `CreateFleet` launches (and puts the VPC's
+/// default group on the interface), so this is tested here, not against moto.
+fn security_group_drift<'a>(
+    running: &[String],
+    selected: impl Iterator<Item = &'a str>,
+) -> Option<String> {
+    let running: std::collections::BTreeSet<&str> = running.iter().map(String::as_str).collect();
+    let selected: std::collections::BTreeSet<&str> = selected.collect();
+    if running.is_empty() || running == selected {
+        return None;
+    }
+    Some(format!(
+        "SecurityGroupDrift: the instance has {}, the EC2NodeClass now selects {}",
+        running.into_iter().collect::<Vec<_>>().join(", "),
+        selected.into_iter().collect::<Vec<_>>().join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod drift_tests {
+    use super::security_group_drift;
+
+    #[test]
+    fn security_groups_drift_when_the_sets_differ() {
+        let running = vec!["sg-1".to_owned(), "sg-2".to_owned()];
+        assert_eq!(
+            security_group_drift(&running, ["sg-2", "sg-1"].into_iter()),
+            None
+        );
+        assert_eq!(
+            security_group_drift(&running, ["sg-1"].into_iter()).as_deref(),
+            Some(
+                "SecurityGroupDrift: the instance has sg-1, sg-2, the EC2NodeClass now selects sg-1"
+            )
+        );
+        assert!(security_group_drift(&running, ["sg-1", "sg-2", "sg-3"].into_iter()).is_some());
+        assert_eq!(security_group_drift(&[], ["sg-1"].into_iter()), None);
     }
 }

@@ -622,3 +622,75 @@ async fn resolutions_at_the_same_time_share_one_instance_profile() {
         Some(vec!["KarpenterNodeRole-ci".to_owned()])
     );
 }
+
+/// What the actuator records with a launch (the store writes these on the NodeClaim).
+fn launched_with(c: &Ec2Cloud<SdkApi>, nc: &NodeClaim) -> NodeClaim {
+    let mut recorded = nc.clone();
+    recorded.annotations.extend(c.launch_annotations(nc));
+    recorded
+}
+
+#[tokio::test]
+async fn a_changed_tag_on_the_node_class_is_node_class_drift() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let c = cloud(SdkApi::from_conf(&f.conf), &clock);
+    let nc = claim("gitlab-hash", &["m5.large"], "on-demand");
+    c.create(&nc).await.unwrap();
+    let recorded = launched_with(&c, &nc);
+    assert_eq!(
+        recorded.annotations[labels::EC2_NODE_CLASS_HASH_VERSION],
+        "berth-v1"
+    );
+    assert!(!recorded.annotations[labels::EC2_NODE_CLASS_HASH].is_empty());
+    assert_eq!(c.is_drifted(&recorded).await.unwrap(), None);
+
+    // A selector term is not hashed: its drift is what it resolves to.
+    let mut same = node_class();
+    same.subnet_selector_terms = serde_json::from_value(serde_json::json!([
+        {"tags": {"karpenter.sh/discovery": "ci"}},
+        {"tags": {"unused": "yes"}}
+    ]))
+    .unwrap();
+    c.set_node_class("default", same);
+    assert_eq!(c.is_drifted(&recorded).await.unwrap(), None);
+
+    let mut changed = node_class();
+    changed.tags.insert("team".into(), "platform".into());
+    c.set_node_class("default", changed);
+    let drift = c.is_drifted(&recorded).await.unwrap().expect("drifted");
+    assert!(drift.0.starts_with("NodeClassDrift: "), "{drift:?}");
+    // A hash of another version (Karpenter's own) is not compared.
+    let mut karpenters = recorded.clone();
+    karpenters
+        .annotations
+        .insert(labels::EC2_NODE_CLASS_HASH_VERSION.into(), "v4".into());
+    assert_eq!(c.is_drifted(&karpenters).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_ami_selector_that_no_longer_selects_the_instance_s_image_is_ami_drift() {
+    let f = fixture().await;
+    let clock = ManualClock::new();
+    let c = cloud(SdkApi::from_conf(&f.conf), &clock);
+    let nc = claim("gitlab-ami", &["m5.large"], "on-demand");
+    let instance = c.create(&nc).await.unwrap();
+    let recorded = launched_with(&c, &nc);
+    assert_eq!(c.is_drifted(&recorded).await.unwrap(), None);
+    let other = f
+        .amis
+        .iter()
+        .find(|a| **a != instance.image_id)
+        .expect("a second image")
+        .clone();
+    let mut pinned = node_class();
+    pinned.ami_selector_terms =
+        serde_json::from_value(serde_json::json!([{ "id": other }])).unwrap();
+    pinned.ami_family = Some(berth_api::v1::AmiFamily::AL2023);
+    c.set_node_class("default", pinned);
+    clock.advance(Duration::from_secs(61)); // the resolved class is re-read
+    let drift = c.is_drifted(&recorded).await.unwrap().expect("drifted");
+    // The selector is not hashed (the family stays AL2023): the drift is the image's.
+    assert!(drift.0.starts_with("AMIDrift: "), "{drift:?}");
+    assert!(drift.0.contains(&instance.image_id), "{drift:?}");
+}

@@ -55,6 +55,9 @@ pub const UNREGISTERED_TAINT_KEY: &str = "karpenter.sh/unregistered";
 
 /// Annotation on NodeClaims: hash of the EC2NodeClass, for drift detection.
 pub const EC2_NODE_CLASS_HASH: &str = "karpenter.k8s.aws/ec2nodeclass-hash";
+/// Annotation on NodeClaims: the version of that hash; a hash of another version is not
+/// compared (no drift from a changed hashing).
+pub const EC2_NODE_CLASS_HASH_VERSION: &str = "karpenter.k8s.aws/ec2nodeclass-hash-version";
 /// Label naming the EC2NodeClass a node was launched from.
 pub const EC2_NODE_CLASS: &str = "karpenter.k8s.aws/ec2nodeclass";
 pub const INSTANCE_HYPERVISOR: &str = "karpenter.k8s.aws/instance-hypervisor";
