@@ -207,7 +207,11 @@ fn consolidation_report(
             println!(
                 "  the evaluation that found nothing more: {took:.3}s, {} simulations{}",
                 p.stats.simulations,
-                if p.stats.timed_out { " (timed out)" } else { "" }
+                if p.stats.timed_out {
+                    " (timed out)"
+                } else {
+                    ""
+                }
             );
             break;
         };
