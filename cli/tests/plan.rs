@@ -2,8 +2,9 @@
 //! would disrupt (`disruptions`), what it keeps and why (`disruptionBlocked`), and `--now`.
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::{berth, text};
 
 use serde_json::Value;
 
@@ -11,30 +12,6 @@ const EXAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../examples/plan/disruption.yaml"
 );
-
-fn berth(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("berth runs");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// `berth plan -f - -o json [extra...]` on `yaml`: the document.
 fn plan_json(yaml: &str, extra: &[&str]) -> Value {
