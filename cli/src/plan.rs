@@ -461,15 +461,13 @@ pub fn output(plan: &Plan, disruption: &disruption::Outcome) -> PlanOutput {
             .new_node_claims
             .iter()
             .map(|c| {
-                let first = c.instance_types.first();
+                let r = disruption::replacement(c);
                 ClaimOutput {
-                    node_pool: c.node_pool.clone(),
-                    instance_type: first.map(|o| o.name.clone()).unwrap_or_default(),
-                    zone: first.map(|o| o.zone.clone()).unwrap_or_default(),
-                    capacity_type: first
-                        .map(|o| o.capacity_type.as_str().to_owned())
-                        .unwrap_or_default(),
-                    price_per_hour: c.price,
+                    node_pool: r.node_pool,
+                    instance_type: r.instance_type,
+                    zone: r.zone,
+                    capacity_type: r.capacity_type,
+                    price_per_hour: r.price_per_hour,
                     instance_types: c.instance_types.iter().map(|o| o.name.clone()).collect(),
                     pods: c.pods.iter().map(ToString::to_string).collect(),
                 }

@@ -302,7 +302,8 @@ pub struct BlockedOutput {
     pub reason: String,
 }
 
-fn replacement(c: &NewNodeClaim) -> ReplacementOutput {
+/// A new claim as the output names it: its pool and cheapest option.
+pub(super) fn replacement(c: &NewNodeClaim) -> ReplacementOutput {
     let first = c.instance_types.first();
     ReplacementOutput {
         node_pool: c.node_pool.clone(),
