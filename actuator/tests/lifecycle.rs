@@ -1,5 +1,6 @@
 //! The NodeClaim lifecycle controller against the simulated API server and the sim cloud:
-//! registration, initialization, liveness, drain with a PodDisruptionBudget, termination.
+//! registration, initialization, liveness, drain with a PodDisruptionBudget, termination,
+//! cloud-side drift.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -374,5 +375,75 @@ async fn a_disrupted_taint_without_a_disruption_under_way_is_removed() {
             .unwrap()
             .disruption_taints_removed
             .is_empty()
+    );
+}
+
+fn drifted(c: &berth_api::v1::NodeClaim) -> Option<(String, String, String)> {
+    c.status.as_ref()?.conditions.iter().find_map(|k| {
+        (k.type_ == "Drifted").then(|| (k.status.clone(), k.reason.clone(), k.message.clone()))
+    })
+}
+
+/// Cloud-side drift: an initialized NodeClaim the cloud calls drifted gets `Drifted=True` with
+/// the cloud's reason (what the scheduler's disruption replaces), and `False` once the cloud no
+/// longer says so; claims not initialized yet are not asked.
+#[tokio::test]
+async fn the_cloud_s_drift_becomes_the_claim_s_drifted_condition() {
+    let mut w = world().await;
+    w.lifecycle = w.lifecycle.with_drift_interval(Duration::ZERO);
+    let lifecycle = &w.lifecycle;
+    let claims: Api<berth_api::v1::NodeClaim> = Api::all(w.client.clone());
+    let provider_id = launch(&w, "gitlab-d1").await;
+    w.cloud.set_drifted(
+        "gitlab-d1",
+        "AMIDrift: instance runs ami-1, the EC2NodeClass now selects ami-2",
+    );
+
+    // Not initialized yet: not asked.
+    let pass = lifecycle.reconcile_all().await.unwrap();
+    assert!(pass.drifted.is_empty());
+    assert_eq!(drifted(&claims.get("gitlab-d1").await.unwrap()), None);
+
+    let nodes: Api<Node> = Api::all(w.client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": "ip-10-0-1-7", "labels": {"kubernetes.io/hostname": "ip-10-0-1-7"}},
+        "spec": {"providerID": provider_id},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                   "allocatable": {"cpu": "1930m", "pods": "29"}},
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    // Registration, then initialization, then the drift check of an initialized claim.
+    let mut asked = false;
+    for _ in 0..4 {
+        let pass = lifecycle.reconcile_all().await.unwrap();
+        if pass.drifted == ["gitlab-d1"] {
+            asked = true;
+            break;
+        }
+    }
+    assert!(asked, "the initialized claim was never found drifted");
+    assert_eq!(
+        drifted(&claims.get("gitlab-d1").await.unwrap()),
+        Some((
+            "True".into(),
+            "AMIDrift".into(),
+            "instance runs ami-1, the EC2NodeClass now selects ami-2".into()
+        ))
+    );
+    // Once set, not written again.
+    assert!(lifecycle.reconcile_all().await.unwrap().drifted.is_empty());
+    // The cloud changed its mind (the class's AMI is selected again): no longer drifted.
+    w.cloud.clear_drifted("gitlab-d1");
+    lifecycle.reconcile_all().await.unwrap();
+    let (status, _, _) = drifted(&claims.get("gitlab-d1").await.unwrap()).unwrap();
+    assert_eq!(status, "False");
+    assert!(
+        w.cloud
+            .calls()
+            .iter()
+            .filter(|call| call.method == "is_drifted")
+            .count()
+            >= 2
     );
 }
