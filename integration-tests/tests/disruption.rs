@@ -13,107 +13,31 @@
 //!   time (never two disrupted at once, from the API server's own log);
 //! - PodDisruptionBudgets: while the budget allows no disruption no node goes and no eviction
 //!   is even tried; once it allows one, both nodes are replaced by cheaper ones, one at a time,
-//!   with no eviction refused and never fewer healthy pods than the budget asks for.
+//!   with no eviction refused and never fewer healthy pods than the budget asks for;
+//! - scheduled budgets: `nodes: "0"` in a window that is open keeps three empty nodes; once
+//!   the window is hours away the other budget (`nodes: "2"`) rules, two at a time;
+//! - terminationGracePeriod: an expired node whose only pod a budget protects is drained by
+//!   evictions (refused), then, 15 s after its deletion started, by deleting the pod.
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use berth_api::v1::{NodeClaim, NodePool};
+use berth_api::v1::NodeClaim;
+use common::disruption::{
+    INSTANCE_TYPE, claim_names, methods, only_new_claim_runs, patch_pool, requirements,
+    set_requirements, web_pool,
+};
 use common::history::{self, node_claims, pods};
 use common::{
     Berth, Cluster, SEED, claim_label, deployment, describe_claims, eventually, fleet_price,
-    node_of, running,
+    running,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
-use serde_json::{Value, json};
-
-const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
-
-/// NodePool `web` on the seed's EC2NodeClass: on-demand amd64 of `families` in `sizes`, with
-/// `disruption` as its `spec.disruption` and `spec_extra` lines in `spec.template.spec`.
-fn web_pool(families: &[&str], sizes: &[&str], disruption: &str, spec_extra: &str) -> String {
-    format!(
-        "apiVersion: karpenter.sh/v1
-kind: NodePool
-metadata: {{name: web}}
-spec:
-  template:
-    spec:
-      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}
-      requirements: {requirements}
-{spec_extra}
-  disruption: {disruption}
-",
-        requirements = requirements(families, sizes)
-    )
-}
-
-fn requirements(families: &[&str], sizes: &[&str]) -> Value {
-    json!([
-        {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": families},
-        {"key": "karpenter.k8s.aws/instance-size", "operator": "In", "values": sizes},
-        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
-    ])
-}
-
-async fn patch_pool(cluster: &Cluster, patch: Value) {
-    Api::<NodePool>::all(cluster.client.clone())
-        .patch("web", &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .unwrap();
-}
-
-fn claim_names(claims: &[NodeClaim]) -> Vec<String> {
-    claims
-        .iter()
-        .filter_map(|c| c.metadata.name.clone())
-        .collect()
-}
-
-/// The node of the only NodeClaim, if there is exactly one, it is not one of `old`, it is
-/// initialized and the `app` pods all run on it (`replicas` of them).
-async fn only_new_claim_runs(
-    cluster: &Cluster,
-    old: &[String],
-    app: &str,
-    replicas: usize,
-) -> Option<NodeClaim> {
-    let claims = cluster.list::<NodeClaim>().await;
-    let [claim] = claims.as_slice() else {
-        return None;
-    };
-    let name = claim.metadata.name.clone()?;
-    let node = claim.status.as_ref()?.node_name.clone()?;
-    let pods = running(cluster, app).await;
-    let nodes = cluster.list::<Node>().await;
-    (!old.contains(&name)
-        && nodes.len() == 1
-        && pods.len() == replicas
-        && pods.iter().all(|p| node_of(p) == Some(node.as_str())))
-    .then(|| claim.clone())
-}
-
-/// The disruption method recorded on each NodeClaim that was disrupted.
-fn methods(claims: &[berth_sim::store::Event]) -> BTreeMap<String, String> {
-    claims
-        .iter()
-        .filter_map(|e| {
-            let m = &e.object["metadata"];
-            Some((
-                m["name"].as_str()?.to_owned(),
-                m["annotations"]["disruption.berth.dev/method"]
-                    .as_str()?
-                    .to_owned(),
-            ))
-        })
-        .collect()
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_half_used_nodes_are_replaced_by_one_cheaper_node() {
@@ -141,12 +65,7 @@ async fn two_half_used_nodes_are_replaced_by_one_cheaper_node() {
 
     // One t3a.xlarge ($0.1504/h) holds both pods for less than two t3.large ($0.1664/h);
     // a t3.xlarge costs the same as the two, and a t3a.large holds one pod.
-    patch_pool(
-        &cluster,
-        json!({"spec": {"template": {"spec": {
-            "requirements": requirements(&["t3", "t3a"], &["large", "xlarge"])}}}}),
-    )
-    .await;
+    set_requirements(&cluster, requirements(&["t3", "t3a"], &["large", "xlarge"])).await;
     eventually(90, "one cheaper node holds both pods", || async {
         only_new_claim_runs(&cluster, &old, "web", 2)
             .await
@@ -212,11 +131,7 @@ async fn a_nodepool_change_drifts_its_node_to_a_compliant_one() {
     let mut old = claim_names(std::slice::from_ref(&first));
 
     // 1. A requirement the node no longer meets: only xlarge now.
-    patch_pool(
-        &cluster,
-        json!({"spec": {"template": {"spec": {"requirements": requirements(&["t3"], &["xlarge"])}}}}),
-    )
-    .await;
+    set_requirements(&cluster, requirements(&["t3"], &["xlarge"])).await;
     eventually(90, "a t3.xlarge replaces the t3.large", || async {
         only_new_claim_runs(&cluster, &old, "web", 2)
             .await
@@ -232,6 +147,7 @@ async fn a_nodepool_change_drifts_its_node_to_a_compliant_one() {
     // 2. A template label: the NodePool's hash changes, the node lacks the label.
     patch_pool(
         &cluster,
+        "web",
         json!({"spec": {"template": {"metadata": {"labels": {"tier": "gold"}}}}}),
     )
     .await;
@@ -370,6 +286,7 @@ async fn a_budget_of_zero_keeps_empty_nodes_and_one_lets_them_go_one_at_a_time()
 
     patch_pool(
         &cluster,
+        "web",
         json!({"spec": {"disruption": {"budgets": [{"nodes": "1"}]}}}),
     )
     .await;
@@ -424,11 +341,7 @@ spec:
     assert_eq!(old.len(), 2);
 
     // A t3a.large is cheaper than each t3.large: each node would be replaced...
-    patch_pool(
-        &cluster,
-        json!({"spec": {"template": {"spec": {"requirements": requirements(&["t3", "t3a"], &["large"])}}}}),
-    )
-    .await;
+    set_requirements(&cluster, requirements(&["t3", "t3a"], &["large"])).await;
     // ...but the budget holds both: no decision, no eviction tried.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let claims = history::log(&cluster, &node_claims()).await;
@@ -483,5 +396,154 @@ spec:
         history::fewest_healthy(&pod_log, "web", 2),
         Some(1),
         "maxUnavailable 1 of 2"
+    );
+}
+
+/// A cron schedule (UTC, as Karpenter reads it) of a window that opened `ago` ago: with a
+/// duration longer than `ago`, its budget is active now.
+fn daily_at(ago: Duration, later: Duration) -> String {
+    let at = k8s_openapi::jiff::Timestamp::now() - ago + later;
+    let at = at.to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC);
+    format!("{} {} * * *", at.minute(), at.hour())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_budget_holds_nodes_only_while_its_window_is_open() {
+    // The window opened a minute ago and lasts an hour: none may go now.
+    let open = daily_at(Duration::from_secs(60), Duration::ZERO);
+    let pool = web_pool(
+        &["t3"],
+        &["large"],
+        &format!(
+            "{{consolidationPolicy: WhenEmpty, consolidateAfter: 0s, budgets: [{{nodes: '0', schedule: '{open}', duration: 1h}}, {{nodes: '2'}}]}}"
+        ),
+        "",
+    );
+    let cluster = Cluster::start("disruption-budget-schedule", &[SEED[0], &pool]).await;
+    let _berth = Berth::start_disrupting(&cluster);
+    cluster.create(&deployment("web", 3, "1200m"));
+    eventually(60, "three pods run on three nodes", || async {
+        running(&cluster, "web").await.len() == 3 && cluster.list::<Node>().await.len() == 3
+    })
+    .await;
+    Api::<Deployment>::namespaced(cluster.client.clone(), "default")
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    eventually(30, "the pods are gone", || async {
+        cluster
+            .list::<k8s_openapi::api::core::v1::Pod>()
+            .await
+            .is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let claims = history::log(&cluster, &node_claims()).await;
+    assert_eq!(history::most_disrupting_at_once(&claims), 0);
+    assert_eq!(cluster.list::<NodeClaim>().await.len(), 3);
+
+    // The same budget, its window now opening in two hours: the other budget (2) rules.
+    let later = daily_at(Duration::ZERO, Duration::from_secs(2 * 3600));
+    patch_pool(
+        &cluster,
+        "web",
+        json!({"spec": {"disruption": {"budgets": [
+            {"nodes": "0", "schedule": later, "duration": "1h"},
+            {"nodes": "2"},
+        ]}}}),
+    )
+    .await;
+    eventually(90, "every empty node is removed", || async {
+        cluster.list::<NodeClaim>().await.is_empty() && cluster.list::<Node>().await.is_empty()
+    })
+    .await;
+    let claims = history::log(&cluster, &node_claims()).await;
+    assert_eq!(
+        history::most_disrupting_at_once(&claims),
+        2,
+        "the unscheduled budget allows two at a time"
+    );
+    let methods = methods(&claims);
+    assert_eq!(methods.len(), 3, "{methods:?}");
+    assert!(methods.values().all(|m| m == "Empty"), "{methods:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn termination_grace_period_ends_a_drain_a_pod_disruption_budget_holds() {
+    // Expiry is forceful: the node goes although the budget lets no pod be evicted, and its
+    // drain turns forceful 15 s after the NodeClaim's deletion started.
+    let pool = web_pool(
+        &["t3"],
+        &["large"],
+        "{consolidationPolicy: WhenEmpty, consolidateAfter: 0s}",
+        "      expireAfter: 40s\n      terminationGracePeriod: 15s",
+    );
+    let cluster = Cluster::start("disruption-grace", &[SEED[0], &pool]).await;
+    let _berth = Berth::start_disrupting(&cluster);
+    cluster.create(&deployment("web", 1, "500m"));
+    cluster.create(
+        "apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web, namespace: default}
+spec:
+  minAvailable: 1
+  selector: {matchLabels: {app: web}}",
+    );
+    eventually(60, "the pod runs", || async {
+        only_new_claim_runs(&cluster, &[], "web", 1).await.is_some()
+    })
+    .await;
+    let first = only_new_claim_runs(&cluster, &[], "web", 1)
+        .await
+        .expect("it stays");
+    let old = claim_names(std::slice::from_ref(&first));
+    let pod_before = running(&cluster, "web").await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+
+    eventually(120, "the pod runs on the replacement", || async {
+        only_new_claim_runs(&cluster, &old, "web", 1)
+            .await
+            .is_some()
+    })
+    .await;
+    let pod_after = running(&cluster, "web").await.remove(0);
+    let claims = history::log(&cluster, &node_claims()).await;
+    assert_eq!(
+        methods(&claims).get(&old[0]).map(String::as_str),
+        Some("Expired")
+    );
+    assert_eq!(history::created(&claims).len(), 2, "one replacement");
+    let deletion_started = claims
+        .iter()
+        .find_map(|e| {
+            (e.object["metadata"]["name"] == old[0].as_str())
+                .then(|| e.object["metadata"]["deletionTimestamp"].as_str())
+                .flatten()
+                .map(str::to_owned)
+        })
+        .expect("the expired NodeClaim was deleted");
+    let deletion_started: k8s_openapi::jiff::Timestamp = deletion_started.parse().unwrap();
+    let recreated = pod_after.metadata.creation_timestamp.clone().unwrap().0;
+    // Whole seconds on both sides.
+    assert!(
+        recreated.duration_since(deletion_started).as_secs() >= 14,
+        "the pod was replaced at {recreated}, the drain started at {deletion_started}"
+    );
+    let evictions = cluster.server.evictions();
+    assert!(
+        !evictions.refused.is_empty(),
+        "the drain first asked to evict: {evictions:?}"
+    );
+    assert_eq!(
+        evictions.deleted_past_budget,
+        [format!("default/{pod_before} (web)")],
+        "then deleted the pod past its budget, once the grace period ended"
     );
 }

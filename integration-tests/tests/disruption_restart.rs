@@ -13,55 +13,11 @@ mod common;
 
 use std::time::Duration;
 
-use berth_api::v1::{NodeClaim, NodePool};
+use common::disruption::{decision_recorded, name, only_claim_runs, patch_pool};
 use common::ec2::{self, cluster_instances, instances_of};
-use common::history::{self, DISRUPTION_ID, node_claims};
-use common::{Cluster, QUICK_DISRUPTION, SEED, deployment, describe_claims, eventually, running};
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::{Value, json};
-
-async fn patch_pool(cluster: &Cluster, pool: &str, patch: Value) {
-    Api::<NodePool>::all(cluster.client.clone())
-        .patch(pool, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .unwrap();
-}
-
-/// The one NodeClaim, once the `app` pods (`replicas`) all run on its node and the others
-/// are gone.
-async fn only_claim_runs(cluster: &Cluster, app: &str, replicas: usize) -> Option<NodeClaim> {
-    let claims = cluster.list::<NodeClaim>().await;
-    let [claim] = claims.as_slice() else {
-        return None;
-    };
-    let node = claim.status.as_ref()?.node_name.clone()?;
-    let pods = running(cluster, app).await;
-    (cluster.list::<Node>().await.len() == 1
-        && pods.len() == replicas
-        && pods
-            .iter()
-            .all(|p| common::node_of(p) == Some(node.as_str())))
-    .then(|| claim.clone())
-}
-
-fn name(c: &NodeClaim) -> String {
-    c.metadata.name.clone().unwrap_or_default()
-}
-
-/// Waits until NodeClaim `claim` carries a disruption decision.
-async fn decision_recorded(cluster: &Cluster, claim: &str) {
-    let claims: Api<NodeClaim> = Api::all(cluster.client.clone());
-    eventually(60, "the disruption decision is recorded", || async {
-        claims
-            .get_opt(claim)
-            .await
-            .unwrap()
-            .and_then(|c| c.metadata.annotations)
-            .is_some_and(|a| a.contains_key(DISRUPTION_ID))
-    })
-    .await;
-}
+use common::history::{self, node_claims};
+use common::{Cluster, QUICK_DISRUPTION, SEED, deployment, describe_claims, eventually};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scheduler_killed_mid_disruption_launches_one_replacement() {

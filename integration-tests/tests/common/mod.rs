@@ -16,6 +16,7 @@ use berth_sim::store::Store;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
+pub mod disruption;
 pub mod ec2;
 pub mod history;
 
@@ -312,8 +313,14 @@ impl Berth {
     /// The three services for disruption scenarios: [`QUICK_DISRUPTION`], and instances that
     /// shut down in 1 s (the sim cloud's default is 30 s).
     pub fn start_disrupting(cluster: &Cluster) -> Self {
+        Self::start_disrupting_with(cluster, &[])
+    }
+
+    /// [`Berth::start_disrupting`], with `scheduler_extra` flags for the scheduler.
+    pub fn start_disrupting_with(cluster: &Cluster, scheduler_extra: &[&str]) -> Self {
         let actuator = actuator_with(cluster, &["--sim-termination-delay", "1s"]);
-        let scheduler = scheduler_with("127.0.0.1:0", &actuator.url(), QUICK_DISRUPTION);
+        let flags = [QUICK_DISRUPTION, scheduler_extra].concat();
+        let scheduler = scheduler_with("127.0.0.1:0", &actuator.url(), &flags);
         let watcher = watcher(cluster, &scheduler.url());
         Self {
             actuator,
