@@ -67,6 +67,10 @@ pub struct Args {
     /// write); longer than a Launch call takes.
     #[arg(long, env = "BERTH_LAUNCH_GRACE", default_value = "60s", value_parser = duration)]
     pub launch_grace: Duration,
+    /// A disruption decision whose replacements are not initialized this long after it was
+    /// recorded is rolled back (the candidates untainted, the replacements deleted).
+    #[arg(long, env = "BERTH_REPLACEMENT_TTL", default_value = "15m", value_parser = duration)]
+    pub replacement_ttl: Duration,
     /// Kubeconfig of the cluster (default: `KUBECONFIG`, `~/.kube/config`, or in-cluster).
     #[arg(long, env = "BERTH_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,

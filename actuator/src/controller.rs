@@ -62,7 +62,9 @@ pub struct Lifecycle<P> {
     nodes: Api<Node>,
     pods: Api<Pod>,
     deadlines: lifecycle::Deadlines,
+    /// The cluster's time (see [`crate::Clock`]).
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+    cloud_clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
     events: crate::events::Recorder,
     /// How often each initialized claim is asked of the cloud's `is_drifted`.
     drift_interval: Duration,
@@ -211,10 +213,18 @@ impl<P: CloudProvider> Lifecycle<P> {
             pods: Api::all(client.clone()),
             deadlines,
             clock,
+            cloud_clock: Arc::new(SystemTime::now),
             events: crate::events::Recorder::new(client),
             drift_interval: DRIFT_INTERVAL,
             drift_checked: Default::default(),
         }
+    }
+
+    /// The clock the provider's timestamps (instance launch times) are on, which the garbage
+    /// collector compares them with: the wall clock unless a test's cloud runs on another.
+    pub fn with_cloud_clock(mut self, clock: Arc<dyn Fn() -> SystemTime + Send + Sync>) -> Self {
+        self.cloud_clock = clock;
+        self
     }
 
     /// Asks the cloud about each claim's drift at most this often (tests: zero).
@@ -400,8 +410,9 @@ impl<P: CloudProvider> Lifecycle<P> {
                     .map(|c| (claim_view(c).name, String::new())),
             )
             .collect();
-        for action in lifecycle::garbage(&instances, &known, (self.clock)(), lifecycle::LEAK_GRACE)
-        {
+        // Launch times are the cloud's, on its clock (not the cluster's).
+        let cloud_now = (self.cloud_clock)();
+        for action in lifecycle::garbage(&instances, &known, cloud_now, lifecycle::LEAK_GRACE) {
             match action {
                 lifecycle::GcAction::TerminateInstance {
                     node_claim,

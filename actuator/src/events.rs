@@ -215,6 +215,7 @@ pub fn terminating(
 pub struct Recorder {
     client: kube::Client,
     dedupe: Arc<Mutex<Dedupe>>,
+    clock: crate::Clock,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -223,16 +224,19 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
-fn now_time() -> SystemTime {
-    SystemTime::now()
-}
-
 impl Recorder {
     pub fn new(client: kube::Client) -> Self {
         Self {
             client,
             dedupe: Arc::new(Mutex::new(Dedupe::default())),
+            clock: crate::Clock::default(),
         }
+    }
+
+    /// Events carry `clock`'s time (the cluster's; the wall clock by default).
+    pub fn with_clock(mut self, clock: crate::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn admit(&self, e: &Event) -> bool {
@@ -255,10 +259,13 @@ impl Recorder {
     }
 
     async fn write(&self, e: &Event) {
-        let at: k8s_openapi::jiff::Timestamp = now_time()
+        let at: k8s_openapi::jiff::Timestamp = self
+            .clock
+            .now()
             .try_into()
             .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-        let nanos = now_time()
+        // The name is unique on the wall clock, whatever the cluster's clock does.
+        let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();

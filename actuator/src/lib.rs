@@ -103,14 +103,64 @@ impl Running {
     }
 }
 
+/// The cluster's time: what the API server's timestamps (creation, deletion, a recorded
+/// disruption's start) are compared with, and what written timestamps (events, disruption
+/// records) carry. The wall clock on a real cluster; the simulated cluster's (faster) clock in
+/// `berth demo` and `berth simulate`. The cloud's own timestamps (instance launch times) are
+/// always compared with the wall clock.
+#[derive(Clone)]
+pub struct Clock(pub std::sync::Arc<dyn Fn() -> std::time::SystemTime + Send + Sync>);
+
+impl Clock {
+    pub fn now(&self) -> std::time::SystemTime {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    /// The wall clock.
+    fn default() -> Self {
+        Self(std::sync::Arc::new(std::time::SystemTime::now))
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// Binds both addresses, builds the provider and the NodeClaim store from `args`, and serves.
 pub async fn start(args: Args, metrics: PrometheusHandle) -> anyhow::Result<Running> {
+    start_on(args, metrics, Clock::default()).await
+}
+
+/// [`start`], with `clock` as the cluster's time (see [`Clock`]): the deadlines in `args`
+/// (`--registration-ttl`, `--launch-grace`, `--replacement-ttl`) and NodeClaims'
+/// `terminationGracePeriod` are measured on it.
+pub async fn start_on(
+    args: Args,
+    metrics: PrometheusHandle,
+    clock: Clock,
+) -> anyhow::Result<Running> {
     match args.node_claims {
-        NodeClaims::Memory => start_with(args, Memory::default(), None, metrics).await,
+        NodeClaims::Memory => {
+            let env = Env {
+                cluster: None,
+                metrics,
+                clock,
+            };
+            start_with(args, Memory::default(), env).await
+        }
         NodeClaims::Kubernetes => {
             let client = kube_client(&args).await?;
             let store = store::Kube::new(client.clone());
-            start_with(args, store, Some(client), metrics).await
+            let env = Env {
+                cluster: Some(client),
+                metrics,
+                clock,
+            };
+            start_with(args, store, env).await
         }
     }
 }
@@ -123,11 +173,18 @@ async fn kube_client(args: &Args) -> anyhow::Result<kube::Client> {
         .context("give --kubeconfig, or --node-claims memory")
 }
 
+/// What the service runs in besides its flags: the cluster (none with `--node-claims
+/// memory`), the metrics recorder's handle, the cluster's clock.
+struct Env {
+    cluster: Option<kube::Client>,
+    metrics: PrometheusHandle,
+    clock: Clock,
+}
+
 async fn start_with<S: NodeClaimStore + Clone>(
     args: Args,
     store: S,
-    cluster: Option<kube::Client>,
-    metrics: PrometheusHandle,
+    env: Env,
 ) -> anyhow::Result<Running> {
     match args.provider {
         Provider::Sim => {
@@ -149,16 +206,7 @@ async fn start_with<S: NodeClaimStore + Clone>(
                 },
             );
             let resolver = sim.clone();
-            serve(
-                args,
-                Metered::new(sim),
-                resolver,
-                store,
-                cluster,
-                metrics,
-                None,
-            )
-            .await
+            serve(args, Metered::new(sim), resolver, store, env, None).await
         }
         Provider::Ec2 => {
             let cloud = ec2_cloud(&args).await?;
@@ -183,8 +231,7 @@ async fn start_with<S: NodeClaimStore + Clone>(
                 Metered::new(cloud),
                 resolver,
                 store,
-                cluster,
-                metrics,
+                env,
                 Some(housekeeping),
             )
             .await
@@ -253,8 +300,7 @@ async fn serve<P, R, S>(
     provider: P,
     resolver: R,
     store: S,
-    cluster: Option<kube::Client>,
-    metrics: PrometheusHandle,
+    env: Env,
     housekeeping: Option<Housekeeping>,
 ) -> anyhow::Result<Running>
 where
@@ -262,6 +308,11 @@ where
     R: nodeclass::NodeClassResolver + Clone,
     S: NodeClaimStore + Clone,
 {
+    let Env {
+        cluster,
+        metrics,
+        clock,
+    } = env;
     let grpc_listener = TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
@@ -282,9 +333,9 @@ where
     health
         .set_serving::<berth_proto::v1::cloud_provider_server::CloudProviderServer<CloudService<P, S>>>()
         .await;
-    let clock: std::sync::Arc<dyn Fn() -> std::time::SystemTime + Send + Sync> =
-        std::sync::Arc::new(std::time::SystemTime::now);
-    let recorder = cluster.clone().map(events::Recorder::new);
+    let recorder = cluster
+        .clone()
+        .map(|c| events::Recorder::new(c).with_clock(clock.clone()));
     let lifecycle = cluster.map(|client| {
         (
             controller::Lifecycle::new(
@@ -293,14 +344,15 @@ where
                 lifecycle::Deadlines {
                     registration_ttl: args.registration_ttl,
                     launch_grace: args.launch_grace,
+                    replacement_ttl: args.replacement_ttl,
                 },
-                clock.clone(),
+                clock.0.clone(),
             )
             .with_events(recorder.clone().expect("a cluster has a recorder")),
-            nodeclass::NodeClasses::new(resolver, client, clock.clone()),
+            nodeclass::NodeClasses::new(resolver, client, clock.0.clone()),
         )
     });
-    let mut service = CloudService::new(provider, store);
+    let mut service = CloudService::new(provider, store).with_clock(clock);
     if lifecycle.is_some() {
         service = service.drained_by_lifecycle();
     }

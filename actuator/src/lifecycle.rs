@@ -92,6 +92,9 @@ pub struct Deadlines {
     pub registration_ttl: Duration,
     /// From creation to a recorded launch, before the lifecycle launches the claim itself.
     pub launch_grace: Duration,
+    /// From a recorded disruption decision to its replacements initialized, before the
+    /// decision is rolled back.
+    pub replacement_ttl: Duration,
 }
 
 impl Default for Deadlines {
@@ -99,6 +102,7 @@ impl Default for Deadlines {
         Self {
             registration_ttl: REGISTRATION_TTL,
             launch_grace: LAUNCH_GRACE,
+            replacement_ttl: REPLACEMENT_TTL,
         }
     }
 }
@@ -113,6 +117,7 @@ pub fn next_step(
     let Deadlines {
         registration_ttl,
         launch_grace,
+        ..
     } = deadlines;
     if claim.provider_id.is_empty() {
         if claim.launch_recorded {
@@ -344,10 +349,10 @@ pub fn disruption_step(
             Replacement::Missing if age >= deadlines.launch_grace => {
                 return DisruptionStep::RollBack(format!("replacement {name} was never created"));
             }
-            Replacement::Missing | Replacement::Pending if age >= REPLACEMENT_TTL => {
+            Replacement::Missing | Replacement::Pending if age >= deadlines.replacement_ttl => {
                 return DisruptionStep::RollBack(format!(
                     "replacement {name} not initialized within {}s",
-                    REPLACEMENT_TTL.as_secs()
+                    deadlines.replacement_ttl.as_secs()
                 ));
             }
             _ => {}

@@ -20,6 +20,7 @@ pub struct CloudService<P, S> {
     store: S,
     drained: bool,
     events: Option<crate::events::Recorder>,
+    clock: crate::Clock,
 }
 
 impl<P, S> CloudService<P, S> {
@@ -30,7 +31,15 @@ impl<P, S> CloudService<P, S> {
             store,
             drained: false,
             events: None,
+            clock: crate::Clock::default(),
         }
+    }
+
+    /// A disruption decision's start is recorded on `clock` (the cluster's time, which the
+    /// lifecycle compares it with; the wall clock by default).
+    pub fn with_clock(mut self, clock: crate::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Publishes disruption events (`DisruptionLaunching`, and `DisruptionBlocked` for what
@@ -145,7 +154,7 @@ impl<P: CloudProvider, S: NodeClaimStore> CloudService<P, S> {
                 .iter()
                 .map(|c| c.name.clone())
                 .collect(),
-            started_at: std::time::SystemTime::now(),
+            started_at: self.clock.now(),
             savings_per_hour: Some(command.savings_per_hour),
             reason: command.reason.clone(),
         };

@@ -45,12 +45,16 @@ async fn world() -> World {
     );
     let clock = Arc::new(Mutex::new(SystemTime::now()));
     let c = clock.clone();
+    let now: Arc<dyn Fn() -> SystemTime + Send + Sync> = Arc::new(move || *c.lock().unwrap());
+    // The cloud's launch times are real time, compared by the garbage collector with the
+    // test's clock: the test moves both cluster and cloud time.
     let lifecycle = Lifecycle::new(
         cloud.clone(),
         client.clone(),
         berth_actuator::lifecycle::Deadlines::default(),
-        Arc::new(move || *c.lock().unwrap()),
-    );
+        now.clone(),
+    )
+    .with_cloud_clock(now);
     World {
         store: Kube::new(client.clone()),
         client,

@@ -328,6 +328,7 @@ pub async fn play(s: Scenario) -> anyhow::Result<Outcome> {
         disruption_interval: wall(Duration::from_secs(10)),
         disruption_validation: wall(Duration::from_secs(15)),
         coalesce: wall(Duration::from_secs(1)).min(Duration::from_millis(50)),
+        actuator_deadlines: crate::stack::ActuatorDeadlines::compressed(speed),
         catalog: s.catalog_path.clone(),
         manifests: s.manifests,
     })

@@ -88,6 +88,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         disruption_interval: Duration::from_secs(10),
         disruption_validation: Duration::from_secs(15),
         coalesce: Duration::from_millis(50),
+        actuator_deadlines: crate::stack::ActuatorDeadlines::WALL,
         catalog: options.catalog.clone(),
         manifests,
     })

@@ -39,6 +39,8 @@ pub struct StackOptions {
     pub disruption_validation: Duration,
     /// How long the watcher gathers changes before sending them.
     pub coalesce: Duration,
+    /// The actuator's deadlines, on `clock` (see [`ActuatorDeadlines`]).
+    pub actuator_deadlines: ActuatorDeadlines,
     pub catalog: Option<PathBuf>,
     /// Objects created before anything starts (CRDs are always installed).
     pub manifests: Vec<serde_json::Value>,
@@ -50,6 +52,38 @@ impl std::fmt::Debug for StackOptions {
             .field("listen", &self.listen)
             .field("boot_delay", &self.boot_delay)
             .finish_non_exhaustive()
+    }
+}
+
+/// The actuator's deadlines, measured on the cluster's clock like the timestamps they are
+/// compared with (`--registration-ttl`, `--launch-grace`, `--replacement-ttl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActuatorDeadlines {
+    pub registration_ttl: Duration,
+    pub launch_grace: Duration,
+    pub replacement_ttl: Duration,
+}
+
+impl ActuatorDeadlines {
+    /// The binary's defaults: for a clock that is the wall clock.
+    pub const WALL: Self = Self {
+        registration_ttl: Duration::from_secs(15 * 60),
+        launch_grace: Duration::from_secs(60),
+        replacement_ttl: Duration::from_secs(15 * 60),
+    };
+
+    /// For a clock `speed` times the wall clock's. The launch grace is about Berth's own RPC
+    /// latency, which does not speed up: 60 wall seconds. The others are about the cloud and
+    /// the cluster (simulated time), but a lifecycle pass takes wall time too, so none is
+    /// shorter than 20 wall seconds, lest a busy machine trip a deadline the simulated cloud
+    /// would have met.
+    pub fn compressed(speed: f64) -> Self {
+        let wall = |secs: u64| Duration::from_secs(secs).mul_f64(speed);
+        Self {
+            registration_ttl: Self::WALL.registration_ttl.max(wall(20)),
+            launch_grace: wall(60),
+            replacement_ttl: Self::WALL.replacement_ttl.max(wall(20)),
+        }
     }
 }
 
@@ -114,6 +148,12 @@ impl Stack {
         let kubeconfig = o.kubeconfig.display().to_string();
         let boot = millis(o.sim_cloud_boot_delay);
         let termination = millis(o.sim_cloud_termination_delay);
+        let d = o.actuator_deadlines;
+        let (registration_ttl, launch_grace, replacement_ttl) = (
+            millis(d.registration_ttl),
+            millis(d.launch_grace),
+            millis(d.replacement_ttl),
+        );
         let mut args = vec![
             "berth-actuator",
             "--provider",
@@ -130,14 +170,21 @@ impl Stack {
             &termination,
             "--lifecycle-interval",
             "1s",
+            "--registration-ttl",
+            &registration_ttl,
+            "--launch-grace",
+            &launch_grace,
+            "--replacement-ttl",
+            &replacement_ttl,
         ];
         let catalog = o.catalog.as_ref().map(|c| c.display().to_string());
         if let Some(c) = &catalog {
             args.extend(["--catalog", c]);
         }
-        let actuator = berth_actuator::start(
+        let actuator = berth_actuator::start_on(
             berth_actuator::args::Args::try_parse_from(args)?,
             metrics.clone(),
+            berth_actuator::Clock(o.clock.clone()),
         )
         .await
         .context("starting the actuator")?;
