@@ -118,6 +118,8 @@ pub struct Args {
     pub max_concurrent_rpcs: usize,
     #[command(flatten)]
     pub tls: berth_service::TlsArgs,
+    #[command(flatten)]
+    pub leader: berth_service::leader::LeaderArgs,
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// `tracing` filter (`info`, `berth_actuator=debug,info`).

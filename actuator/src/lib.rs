@@ -313,15 +313,17 @@ where
         metrics,
         clock,
     } = env;
-    let grpc_listener = TcpListener::bind(args.grpc_addr)
-        .await
-        .with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
-    let grpc_addr = grpc_listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
-    // Ready from the start: the actuator serves as soon as it listens.
+    // Ready from the start: the actuator serves as soon as it listens (a standby is ready too).
     let (_, ready) = watch::channel(true);
     let (admin_addr, admin) =
         berth_service::serve_admin(args.admin_addr, metrics, ready, stopped.clone()).await?;
+    // The admin server answers while this replica waits to lead.
+    let admin = tokio::spawn(admin);
+    let admin = async { admin.await.context("the admin server panicked")? };
+    let leadership =
+        berth_service::leader::acquire(cluster.clone(), &args.leader, "actuator").await?;
+    leadership.exit_when_lost("actuator");
 
     let mut builder = tonic::transport::Server::builder()
         .timeout(args.rpc_timeout)
@@ -352,6 +354,14 @@ where
             nodeclass::NodeClasses::new(resolver, client, clock.0.clone()),
         )
     });
+    // A leader that has just taken over knows its node classes before its first Launch.
+    if let Some((_, classes)) = &lifecycle {
+        classes.reconcile_all().await;
+    }
+    let grpc_listener = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
     let mut service = CloudService::new(provider, store).with_clock(clock);
     if lifecycle.is_some() {
         service = service.drained_by_lifecycle();

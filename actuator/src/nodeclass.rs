@@ -277,6 +277,27 @@ impl<R: NodeClassResolver> NodeClasses<R> {
         }
     }
 
+    /// Every class brought up to date once, from a fresh list: a replica that has just become
+    /// the leader resolves its classes before it serves (errors are logged; the lifecycle's
+    /// passes retry).
+    pub async fn reconcile_all(&self) {
+        let (classes, claims) = match (
+            self.api.list(&Default::default()).await,
+            self.claims.list(&Default::default()).await,
+        ) {
+            (Ok(classes), Ok(claims)) => (classes.items, claims.items),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "listing EC2NodeClasses and NodeClaims");
+                return;
+            }
+        };
+        for class in &classes {
+            if let Err(e) = self.reconcile(class, &claims).await {
+                tracing::warn!(class = ?class.metadata.name, error = %e, "EC2NodeClass");
+            }
+        }
+    }
+
     /// Brings one class up to date: its finalizer, its status, or its release once deleted.
     pub async fn reconcile(
         &self,

@@ -10,6 +10,7 @@
 //! - [`TlsArgs`]: rustls for the gRPC server and client when certificates are given,
 //!   plaintext on loopback otherwise;
 //! - [`kube_client`]: a Kubernetes client from `--kubeconfig` or the environment;
+//! - [`leader`]: leader election on a Lease, so services run 2+ replicas with one writer;
 //! - [`shutdown_signal`] and [`SHUTDOWN_GRACE`].
 
 use std::future::Future;
@@ -17,6 +18,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
+
+pub mod leader;
 
 use anyhow::Context as _;
 pub use metrics_exporter_prometheus::PrometheusHandle;

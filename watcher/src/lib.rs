@@ -47,7 +47,8 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "berth-watcher", version)]
 pub struct Args {
-    /// The scheduler's gRPC URL (`https://` for TLS, see `--tls-ca`).
+    /// The scheduler's gRPC URL (`https://` for TLS, see `--tls-ca`); several, comma-separated,
+    /// for replicas of which only the leader listens: the one that answers is used.
     #[arg(
         long,
         env = "BERTH_SCHEDULER_URL",
@@ -61,6 +62,8 @@ pub struct Args {
     #[arg(long, env = "BERTH_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Names this replica in the scheduler's logs.
+    #[command(flatten)]
+    pub leader: berth_service::leader::LeaderArgs,
     #[arg(long, env = "BERTH_WATCHER_ID", default_value = "berth-watcher")]
     pub watcher_id: String,
     /// Changes per batch at most.
@@ -138,13 +141,26 @@ pub async fn start_with_client(
     metrics: PrometheusHandle,
 ) -> anyhow::Result<Running> {
     // No per-call timeout: Sync is one long stream.
-    let endpoint = args
-        .tls
-        .endpoint(&args.scheduler_url, "--scheduler-url", None)?;
+    let endpoints = args
+        .scheduler_url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| args.tls.endpoint(u, "--scheduler-url", None))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!endpoints.is_empty(), "--scheduler-url: no address");
     let (stop, stopped) = watch::channel(false);
-    let (ready_tx, ready) = watch::channel(false);
+    // A standby is ready (it has nothing to wait for); the leader once its stream is open.
+    let (ready_tx, ready) = watch::channel(args.leader.leader_elect);
     let (admin_addr, admin) =
         berth_service::serve_admin(args.admin_addr, metrics, ready, stopped.clone()).await?;
+    // The admin server answers while this replica waits to lead.
+    let admin = tokio::spawn(admin);
+    let admin = async { admin.await.context("the admin server panicked")? };
+    let leadership =
+        berth_service::leader::acquire(Some(client.clone()), &args.leader, "watcher").await?;
+    let _ = ready_tx.send(false);
+    leadership.exit_when_lost("watcher");
     let dirty = Dirty {
         tracker: Arc::new(Mutex::new(Tracker::new(args.max_batch_changes))),
         changed: Arc::new(Notify::new()),
@@ -157,7 +173,8 @@ pub async fn start_with_client(
         feedback::Limiter::new(args.event_dedup_window, args.event_qps, args.event_burst),
     );
     let stream = Stream {
-        endpoint,
+        endpoints,
+        next: Default::default(),
         watcher_id: args.watcher_id.clone(),
         stores: stores.clone(),
         dirty: dirty.clone(),
@@ -232,7 +249,10 @@ async fn statuses(
 
 /// The Sync stream to the scheduler, reopened whenever it breaks.
 struct Stream {
-    endpoint: tonic::transport::Endpoint,
+    /// The scheduler's addresses: one, or its replicas' of which only the leader listens.
+    endpoints: Vec<tonic::transport::Endpoint>,
+    /// The one to try next (moves on after a failure).
+    next: std::sync::atomic::AtomicUsize,
     watcher_id: String,
     stores: Stores,
     dirty: Dirty,
@@ -268,6 +288,7 @@ impl Stream {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures = failures.saturating_add(1);
+                    self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(error = %format!("{e:#}"), "sync stream to the scheduler");
                 }
             }
@@ -277,11 +298,12 @@ impl Stream {
 
     /// One stream: snapshot, then deltas until it breaks.
     async fn session(&self) -> anyhow::Result<()> {
-        let channel = self
-            .endpoint
+        let endpoint = &self.endpoints
+            [self.next.load(std::sync::atomic::Ordering::Relaxed) % self.endpoints.len()];
+        let channel = endpoint
             .connect()
             .await
-            .with_context(|| format!("connecting to {}", self.endpoint.uri()))?;
+            .with_context(|| format!("connecting to {}", endpoint.uri()))?;
         let mut client = p::scheduler_client::SchedulerClient::new(channel)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);

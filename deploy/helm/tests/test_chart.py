@@ -429,11 +429,11 @@ class Schema(unittest.TestCase):
         with self.assertRaisesRegex(AssertionError, "imagePullPolcy"):
             check_object(d)
         d = copy.deepcopy(deployment(render(), "actuator"))
-        d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["grpc"]["port"] = "50052"
+        d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["periodSeconds"] = "2"
         with self.assertRaisesRegex(AssertionError, "want int"):
             check_object(d)
         del d["spec"]["template"]["spec"]["containers"][0]["name"]
-        d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["grpc"]["port"] = 50052
+        d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["periodSeconds"] = 2
         with self.assertRaises(ValueError):
             check_object(d)
         sm = copy.deepcopy(one(render(all_toggles_on()), "ServiceMonitor", RELEASE))
@@ -467,17 +467,14 @@ class Security(unittest.TestCase):
             c = container(objects, s)
             ports = {p["name"]: p["containerPort"] for p in c["ports"]}
             self.assertEqual(c["livenessProbe"]["httpGet"], {"path": "/healthz", "port": "admin"}, s)
+            # A standby is ready but listens on no gRPC port: readiness is /readyz, never gRPC.
+            self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "admin"}, s)
+            self.assertNotIn("grpc", c["readinessProbe"], s)
             if s == "watcher":
-                self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "admin"})
                 self.assertNotIn("grpc", ports)
-            else:
-                # grpc.health.v1 on the gRPC port: NOT_SERVING while standby.
-                self.assertEqual(c["readinessProbe"]["grpc"], {"port": ports["grpc"]}, s)
-        # Kubelet's gRPC probe speaks no TLS: with TLS on, readiness is /readyz.
         tls = render({"tls": {"enabled": True, "secretName": "berth-certs"}})
         for s in ("scheduler", "actuator"):
             probe = container(tls, s)["readinessProbe"]
-            self.assertNotIn("grpc", probe)
             self.assertEqual(probe["httpGet"], {"path": "/readyz", "port": "admin"})
 
 
@@ -485,7 +482,7 @@ class Security(unittest.TestCase):
 # where "cluster" is a ClusterRole and a namespace a Role there ("release" = the release
 # namespace). Each entry cites the file and a string in it that makes the call; the test checks
 # the citation still holds, and that the chart grants exactly these rules, no more, no less.
-LEASES = [("coordination.k8s.io", "leases", v, "release") for v in ("create", "get", "update")]
+LEASES = [("coordination.k8s.io", "leases", v, "release") for v in ("create", "get", "patch")]
 USES = {
     "watcher": [
         *[(g, r, v, "cluster", "watcher/src/cluster.rs", f"Api::<$ty>::all")
@@ -571,7 +568,7 @@ class Rbac(unittest.TestCase):
         self.assertEqual(got, set(LEASES))
         (role,) = [r for r in find(render(), "Role") if r["metadata"]["name"] == f"{RELEASE}-scheduler-leader-election"]
         named = [rule for rule in role["rules"] if "resourceNames" in rule]
-        self.assertEqual(named, [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["berth-scheduler"], "verbs": ["get", "update"]}])
+        self.assertEqual(named, [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["berth-scheduler"], "verbs": ["get", "patch"]}])
 
     def test_no_wildcards(self):
         for o in render(all_toggles_on()):

@@ -151,7 +151,8 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts `name` with `args` (JSON logs) and waits for its "serving"/"running" line.
+    /// Starts `name` with `args` (JSON logs) and waits for its "serving"/"running" line (or a
+    /// standby's "waiting for the leader lease").
     pub fn spawn(name: &str, args: &[&str]) -> Self {
         Self::spawn_with(name, args, |_| {})
     }
@@ -179,7 +180,11 @@ impl Service {
                 }
                 if !sent && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     let msg = v["fields"]["message"].as_str().unwrap_or_default();
-                    if msg.contains("serving") || msg.contains("running") {
+                    // A standby (--leader-elect) says it waits, and listens on no gRPC port.
+                    if msg.contains("serving")
+                        || msg.contains("running")
+                        || msg.contains("standby: waiting for the leader lease")
+                    {
                         let field = |k: &str| v["fields"][k].as_str().map(str::to_owned);
                         let _ = tx.send((field("grpc"), field("admin")));
                         sent = true;

@@ -69,13 +69,20 @@ pub struct Args {
     /// Address of `/metrics`, `/healthz` and `/readyz` (ready once a snapshot arrived).
     #[arg(long, env = "BERTH_ADMIN_ADDR", default_value = "127.0.0.1:9091")]
     pub admin_addr: SocketAddr,
-    /// The actuator's gRPC URL (`https://` for TLS, see `--tls-ca`).
+    /// The actuator's gRPC URL (`https://` for TLS, see `--tls-ca`); several, comma-separated,
+    /// for replicas of which only the leader listens: the one that answers is used.
     #[arg(
         long,
         env = "BERTH_ACTUATOR_URL",
         default_value = "http://127.0.0.1:50052"
     )]
     pub actuator_url: String,
+    /// Kubeconfig for the leader Lease, the scheduler's only Kubernetes object (default:
+    /// `KUBECONFIG`, `~/.kube/config`, or in-cluster); used with `--leader-elect` only.
+    #[arg(long, env = "BERTH_KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub leader: berth_service::leader::LeaderArgs,
     /// A batch of pending pods closes after this long without a new one...
     #[arg(long, env = "BERTH_BATCH_IDLE", default_value = "1s", value_parser = duration)]
     pub batch_idle: Duration,
@@ -169,12 +176,18 @@ pub async fn start_on(
     metrics: PrometheusHandle,
     clock: engine::Clock,
 ) -> anyhow::Result<Running> {
-    let endpoint = args.client_tls.endpoint(
-        &args.actuator_url,
-        "--actuator-url",
-        Some(args.actuator_timeout),
-    )?;
-    let cloud = service::GrpcCloud::new(endpoint);
+    let endpoints = args
+        .actuator_url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            args.client_tls
+                .endpoint(u, "--actuator-url", Some(args.actuator_timeout))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!endpoints.is_empty(), "--actuator-url: no address");
+    let cloud = service::GrpcCloud::new(endpoints);
     start_with(args, cloud, metrics, clock).await
 }
 
@@ -185,14 +198,24 @@ pub async fn start_with<C: Cloud>(
     metrics: PrometheusHandle,
     clock: engine::Clock,
 ) -> anyhow::Result<Running> {
+    let (stop, stopped) = watch::channel(false);
+    // A standby is ready (it has nothing to wait for); the leader once a snapshot arrived.
+    let (ready_tx, ready) = watch::channel(args.leader.leader_elect);
+    let (admin_addr, admin) =
+        berth_service::serve_admin(args.admin_addr, metrics, ready, stopped.clone()).await?;
+    // The admin server answers while this replica waits to lead.
+    let admin = tokio::spawn(admin);
+    let client = match (&args.kubeconfig, args.leader.leader_elect) {
+        (_, false) => None,
+        (path, true) => Some(berth_service::kube_client(path.as_deref()).await?),
+    };
+    let leadership = berth_service::leader::acquire(client, &args.leader, "scheduler").await?;
+    let _ = ready_tx.send(false);
+    leadership.exit_when_lost("scheduler");
     let listener = TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
     let grpc_addr = listener.local_addr()?;
-    let (stop, stopped) = watch::channel(false);
-    let (ready_tx, ready) = watch::channel(false);
-    let (admin_addr, admin) =
-        berth_service::serve_admin(args.admin_addr, metrics, ready, stopped.clone()).await?;
     let engine = Engine::new(
         cloud,
         Options {
@@ -251,6 +274,7 @@ pub async fn start_with<C: Cloud>(
             let _ = stop_all.send(true);
             r
         };
+        let admin = async { admin.await.context("the admin server panicked")? };
         let (g, a, (), (), ()) = tokio::join!(grpc, admin, solving, disrupting, readiness);
         g.context("gRPC server")?;
         a?;

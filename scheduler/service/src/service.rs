@@ -176,19 +176,64 @@ impl<C: Cloud> p::scheduler_server::Scheduler for SchedulerService<C> {
     }
 }
 
-/// The actuator, over gRPC.
+type CloudClient = p::cloud_provider_client::CloudProviderClient<tonic::transport::Channel>;
+
+/// The actuator, over gRPC: one address, or the replicas' addresses of which only the leader
+/// listens (a standby does not), tried in turn when one is unavailable.
 #[derive(Debug, Clone)]
 pub struct GrpcCloud {
-    client: p::cloud_provider_client::CloudProviderClient<tonic::transport::Channel>,
+    endpoints: std::sync::Arc<[tonic::transport::Endpoint]>,
+    clients: std::sync::Arc<std::sync::Mutex<Vec<CloudClient>>>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn lazy_client(e: &tonic::transport::Endpoint) -> CloudClient {
+    CloudClient::new(e.connect_lazy()).max_decoding_message_size(64 << 20)
 }
 
 impl GrpcCloud {
-    /// A lazily connected client (reconnects by itself when the actuator restarts).
-    pub fn new(endpoint: tonic::transport::Endpoint) -> Self {
+    /// Lazily connected clients (each reconnects by itself when its actuator restarts).
+    pub fn new(endpoints: Vec<tonic::transport::Endpoint>) -> Self {
+        assert!(!endpoints.is_empty(), "at least one actuator address");
+        let clients = endpoints.iter().map(lazy_client).collect();
         Self {
-            client: p::cloud_provider_client::CloudProviderClient::new(endpoint.connect_lazy())
-                .max_decoding_message_size(64 << 20),
+            endpoints: endpoints.into(),
+            clients: std::sync::Arc::new(std::sync::Mutex::new(clients)),
+            current: Default::default(),
         }
+    }
+
+    fn client(&self, i: usize) -> CloudClient {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())[i].clone()
+    }
+
+    /// `rpc` on the address that answered last; on `Unavailable` (nothing listens there: a
+    /// standby, a restart) on the next ones, each once. An address that was unavailable gets
+    /// a fresh connection for the next call.
+    async fn call<T, F, Fut>(&self, rpc: F) -> Result<T, tonic::Status>
+    where
+        F: Fn(CloudClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        use std::sync::atomic::Ordering;
+        let n = self.endpoints.len();
+        let first = self.current.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            match rpc(self.client(i)).await {
+                Err(s) if s.code() == tonic::Code::Unavailable && n > 1 => {
+                    self.clients.lock().unwrap_or_else(|e| e.into_inner())[i] =
+                        lazy_client(&self.endpoints[i]);
+                    last = Some(s);
+                }
+                other => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return other;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| tonic::Status::unavailable("no actuator address")))
     }
 }
 
@@ -200,11 +245,13 @@ fn conversion(e: berth_proto::ConversionError) -> CloudError {
 
 impl Cloud for GrpcCloud {
     async fn instance_types(&self, pool: &NodePool) -> Result<Vec<InstanceType>, CloudError> {
+        let request = p::InstanceTypesRequest {
+            node_pool: Some(p::NodePool::from(pool)),
+        };
         let response = self
-            .client
-            .clone()
-            .instance_types(p::InstanceTypesRequest {
-                node_pool: Some(p::NodePool::from(pool)),
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.instance_types(request).await }
             })
             .await
             .map_err(|s| berth_proto::status::from_status(&s))?;
@@ -212,11 +259,13 @@ impl Cloud for GrpcCloud {
     }
 
     async fn launch(&self, claim: &NodeClaim) -> Result<Instance, CloudError> {
+        let request = p::LaunchRequest {
+            node_claim: Some(p::NodeClaim::from(claim)),
+        };
         let response = self
-            .client
-            .clone()
-            .launch(p::LaunchRequest {
-                node_claim: Some(p::NodeClaim::from(claim)),
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.launch(request).await }
             })
             .await
             .map_err(|s| berth_proto::status::from_status(&s))?;
@@ -230,11 +279,13 @@ impl Cloud for GrpcCloud {
     }
 
     async fn disrupt(&self, command: &Command) -> Result<(), CloudError> {
-        self.client
-            .clone()
-            .disrupt(p::DisruptRequest::from(command))
-            .await
-            .map_err(|s| berth_proto::status::from_status(&s))?;
+        let request = p::DisruptRequest::from(command);
+        self.call(|mut c| {
+            let request = request.clone();
+            async move { c.disrupt(request).await }
+        })
+        .await
+        .map_err(|s| berth_proto::status::from_status(&s))?;
         Ok(())
     }
 
@@ -242,10 +293,12 @@ impl Cloud for GrpcCloud {
         &self,
         blocked: &[berth_scheduler_core::disruption::Blocked],
     ) -> Result<(), CloudError> {
+        let request = p::DisruptionBlockedRequest::from(blocked);
         match self
-            .client
-            .clone()
-            .disruption_blocked(p::DisruptionBlockedRequest::from(blocked))
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.disruption_blocked(request).await }
+            })
             .await
         {
             Ok(_) => Ok(()),

@@ -196,21 +196,15 @@ livenessProbe:
   failureThreshold: 3
 {{- end }}
 
-{{/* Readiness. A standby replica is not ready, so Services route to the leader. The scheduler
-and the actuator answer grpc.health.v1 on their gRPC port (NOT_SERVING while standby); kubelet's
-gRPC probe speaks no TLS, so with tls.enabled (and for the watcher, which serves no gRPC) the
-probe is /readyz on the plaintext admin port. */}}
+{{/* Readiness: /readyz on the admin port. A standby replica is ready (so rollouts and
+PodDisruptionBudgets count it) but listens on no gRPC port until it leads (service/src/leader.rs):
+a client's connection through the Service to a standby is refused, and the client reconnects
+(a new connection, a new endpoint) until it reaches the leader. */}}
 {{- define "berth.readinessProbe" -}}
-{{- $v := index .root.Values .component }}
 readinessProbe:
-  {{- if and $v.ports.grpc (not .root.Values.tls.enabled) }}
-  grpc:
-    port: {{ $v.ports.grpc }}
-  {{- else }}
   httpGet:
     path: /readyz
     port: admin
-  {{- end }}
   periodSeconds: 2
   timeoutSeconds: 2
   failureThreshold: 2
