@@ -247,19 +247,11 @@ async fn an_expired_node_claim_is_replaced() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_budget_of_zero_keeps_empty_nodes_and_one_lets_them_go_one_at_a_time() {
-    let pool = web_pool(
-        &["t3"],
-        &["large"],
-        "{consolidationPolicy: WhenEmpty, consolidateAfter: 0s, budgets: [{nodes: '0'}]}",
-        "",
-    );
-    let cluster = Cluster::start("disruption-budgets", &[SEED[0], &pool]).await;
-    let _berth = Berth::start_disrupting(&cluster);
+/// Three t3.large, each run a 1.2-CPU pod of Deployment `web`, which is then scaled to 0.
+async fn three_empty_nodes(cluster: &Cluster) {
     cluster.create(&deployment("web", 3, "1200m"));
     eventually(60, "three pods run on three nodes", || async {
-        running(&cluster, "web").await.len() == 3 && cluster.list::<Node>().await.len() == 3
+        running(cluster, "web").await.len() == 3 && cluster.list::<Node>().await.len() == 3
     })
     .await;
     Api::<Deployment>::namespaced(cluster.client.clone(), "default")
@@ -277,6 +269,19 @@ async fn a_budget_of_zero_keeps_empty_nodes_and_one_lets_them_go_one_at_a_time()
             .is_empty()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_of_zero_keeps_empty_nodes_and_one_lets_them_go_one_at_a_time() {
+    let pool = web_pool(
+        &["t3"],
+        &["large"],
+        "{consolidationPolicy: WhenEmpty, consolidateAfter: 0s, budgets: [{nodes: '0'}]}",
+        "",
+    );
+    let cluster = Cluster::start("disruption-budgets", &[SEED[0], &pool]).await;
+    let _berth = Berth::start_disrupting(&cluster);
+    three_empty_nodes(&cluster).await;
 
     // Three empty nodes, a budget of none: several evaluations later all are still there.
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -421,26 +426,7 @@ async fn a_scheduled_budget_holds_nodes_only_while_its_window_is_open() {
     );
     let cluster = Cluster::start("disruption-budget-schedule", &[SEED[0], &pool]).await;
     let _berth = Berth::start_disrupting(&cluster);
-    cluster.create(&deployment("web", 3, "1200m"));
-    eventually(60, "three pods run on three nodes", || async {
-        running(&cluster, "web").await.len() == 3 && cluster.list::<Node>().await.len() == 3
-    })
-    .await;
-    Api::<Deployment>::namespaced(cluster.client.clone(), "default")
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 0}})),
-        )
-        .await
-        .unwrap();
-    eventually(30, "the pods are gone", || async {
-        cluster
-            .list::<k8s_openapi::api::core::v1::Pod>()
-            .await
-            .is_empty()
-    })
-    .await;
+    three_empty_nodes(&cluster).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     let claims = history::log(&cluster, &node_claims()).await;
     assert_eq!(history::most_disrupting_at_once(&claims), 0);

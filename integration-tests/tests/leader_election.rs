@@ -71,20 +71,7 @@ async fn a_standby_takes_over_each_service_and_nothing_is_launched_twice() {
     let scheduler_1 = scheduler(&s1, "scheduler-1");
     let _scheduler_2 = scheduler(&s2, "scheduler-2");
     let schedulers = format!("http://{s1},http://{s2}");
-    let watcher = |id: &str| {
-        let mut args = vec![
-            "--scheduler-url",
-            &schedulers,
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--kubeconfig",
-            &kc,
-            "--status-interval",
-            "1s",
-        ];
-        args.extend(elect(id));
-        Service::spawn("berth-watcher", &args)
-    };
+    let watcher = |id: &str| common::watcher_with(&cluster, &schedulers, &elect(id));
     let watcher_1 = watcher("watcher-1");
     let _watcher_2 = watcher("watcher-2");
     ec2::class_ready(&cluster).await;

@@ -278,20 +278,24 @@ pub fn scheduler_with(grpc_addr: &str, actuator_url: &str, extra: &[&str]) -> Se
 }
 
 pub fn watcher(cluster: &Cluster, scheduler_url: &str) -> Service {
+    watcher_with(cluster, scheduler_url, &[])
+}
+
+/// [`watcher`] with `extra` flags.
+pub fn watcher_with(cluster: &Cluster, scheduler_url: &str, extra: &[&str]) -> Service {
     let kc = cluster.kubeconfig.display().to_string();
-    Service::spawn(
-        "berth-watcher",
-        &[
-            "--scheduler-url",
-            scheduler_url,
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--kubeconfig",
-            &kc,
-            "--status-interval",
-            "1s",
-        ],
-    )
+    let mut args = vec![
+        "--scheduler-url",
+        scheduler_url,
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--kubeconfig",
+        &kc,
+        "--status-interval",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    Service::spawn("berth-watcher", &args)
 }
 
 /// Scheduler flags for disruption scenarios: evaluate every 2 s, validate after 3 s (instead
