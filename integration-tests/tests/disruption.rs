@@ -26,7 +26,7 @@ use std::time::Duration;
 use berth_api::v1::NodeClaim;
 use common::disruption::{
     INSTANCE_TYPE, claim_names, methods, only_new_claim_runs, patch_pool, requirements,
-    set_requirements, web_pool,
+    set_requirements, web_pdb, web_pool,
 };
 use common::history::{self, node_claims, pods};
 use common::{
@@ -322,14 +322,7 @@ async fn pod_disruption_budgets_hold_nodes_and_are_never_broken() {
     let cluster = Cluster::start("disruption-pdb", &[SEED[0], &pool]).await;
     let _berth = Berth::start_disrupting(&cluster);
     cluster.create(&deployment("web", 2, "1200m"));
-    cluster.create(
-        "apiVersion: policy/v1
-kind: PodDisruptionBudget
-metadata: {name: web, namespace: default}
-spec:
-  minAvailable: 2
-  selector: {matchLabels: {app: web}}",
-    );
+    cluster.create(&web_pdb(2));
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(cluster.client.clone(), "default");
     eventually(
         60,
@@ -471,14 +464,7 @@ async fn termination_grace_period_ends_a_drain_a_pod_disruption_budget_holds() {
     let cluster = Cluster::start("disruption-grace", &[SEED[0], &pool]).await;
     let _berth = Berth::start_disrupting(&cluster);
     cluster.create(&deployment("web", 1, "500m"));
-    cluster.create(
-        "apiVersion: policy/v1
-kind: PodDisruptionBudget
-metadata: {name: web, namespace: default}
-spec:
-  minAvailable: 1
-  selector: {matchLabels: {app: web}}",
-    );
+    cluster.create(&web_pdb(1));
     eventually(60, "the pod runs", || async {
         only_new_claim_runs(&cluster, &[], "web", 1).await.is_some()
     })

@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use common::disruption::{decision_recorded, name, only_claim_runs, patch_pool};
-use common::ec2::{self, cluster_instances, instances_of};
+use common::ec2::{self, cluster_instances, instances_of, live_instances};
 use common::history::{self, node_claims};
 use common::{Cluster, QUICK_DISRUPTION, SEED, deployment, describe_claims, eventually};
 use serde_json::json;
@@ -153,14 +153,9 @@ async fn an_actuator_killed_mid_disruption_launches_one_instance() {
             instances.len()
         );
     }
-    let running_instances: Vec<String> = cluster_instances(&moto.ec2)
+    let running_instances: Vec<String> = live_instances(&moto.ec2)
         .await
         .iter()
-        .filter(|i| {
-            i.state()
-                .and_then(|s| s.name())
-                .is_some_and(|s| s.as_str() != "terminated")
-        })
         .filter_map(|i| i.instance_id().map(str::to_owned))
         .collect();
     assert_eq!(

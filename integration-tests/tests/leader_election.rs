@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use berth_api::v1::NodeClaim;
-use common::ec2::{self, cluster_instances, instances_of};
+use common::ec2::{self, instances_of, live_instances};
 use common::{Cluster, Service, all_run, assert_every_claim_has_pods, eventually, plain_pods};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
@@ -121,14 +121,6 @@ async fn a_standby_takes_over_each_service_and_nothing_is_launched_twice() {
         let name = c.metadata.name.as_deref().unwrap();
         assert_eq!(instances_of(&moto.ec2, name).await.len(), 1, "{name}");
     }
-    let running = cluster_instances(&moto.ec2)
-        .await
-        .iter()
-        .filter(|i| {
-            i.state()
-                .and_then(|s| s.name())
-                .is_some_and(|s| s.as_str() != "terminated")
-        })
-        .count();
+    let running = live_instances(&moto.ec2).await.len();
     assert_eq!(running, claims.len(), "no instance without a NodeClaim");
 }

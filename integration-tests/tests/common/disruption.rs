@@ -52,6 +52,18 @@ pub fn requirements_of(families: &[&str], sizes: &[&str], capacity_types: &[&str
     ])
 }
 
+/// PodDisruptionBudget `web` over the `app: web` pods, `minAvailable` of them.
+pub fn web_pdb(min_available: u32) -> String {
+    format!(
+        "apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {{name: web, namespace: default}}
+spec:
+  minAvailable: {min_available}
+  selector: {{matchLabels: {{app: web}}}}"
+    )
+}
+
 /// A JSON merge patch of NodePool `pool`.
 pub async fn patch_pool(cluster: &Cluster, pool: &str, patch: Value) {
     Api::<NodePool>::all(cluster.client.clone())

@@ -116,6 +116,19 @@ pub async fn cluster_instances(ec2: &aws_sdk_ec2::Client) -> Vec<aws_sdk_ec2::ty
     .await
 }
 
+/// The cluster's instances not yet terminated.
+pub async fn live_instances(ec2: &aws_sdk_ec2::Client) -> Vec<aws_sdk_ec2::types::Instance> {
+    cluster_instances(ec2)
+        .await
+        .into_iter()
+        .filter(|i| {
+            i.state()
+                .and_then(|s| s.name())
+                .is_some_and(|s| s.as_str() != "terminated")
+        })
+        .collect()
+}
+
 async fn described(
     ec2: &aws_sdk_ec2::Client,
     filter: &str,
