@@ -128,6 +128,9 @@ impl ApiServer {
                             "poddisruptionbudgets" => &["pdb"],
                             "storageclasses" => &["sc"],
                             "customresourcedefinitions" => &["crd", "crds"],
+                            "configmaps" => &["cm"],
+                            "serviceaccounts" => &["sa"],
+                            "services" => &["svc"],
                             _ => &[],
                         };
                         [
