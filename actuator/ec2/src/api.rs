@@ -313,15 +313,79 @@ impl SdkApi {
     /// Clients from a shared AWS configuration (region, credentials, endpoint). The Pricing
     /// API lives in us-east-1 whatever the cluster's region.
     pub fn from_conf(conf: &aws_config::SdkConfig) -> Self {
-        let pricing = aws_sdk_pricing::config::Builder::from(conf)
-            .region(aws_sdk_pricing::config::Region::new("us-east-1"))
-            .build();
+        Self::build(conf, None)
+    }
+
+    /// [`SdkApi::from_conf`], with every AWS operation the clients start recorded in `log`.
+    pub fn from_conf_logged(conf: &aws_config::SdkConfig, log: &CallLog) -> Self {
+        Self::build(conf, Some(log))
+    }
+
+    fn build(conf: &aws_config::SdkConfig, log: Option<&CallLog>) -> Self {
+        // Each SDK's config builder has its own `interceptor`; the trait is the same one.
+        macro_rules! client {
+            ($sdk:ident, $builder:expr) => {{
+                let mut b = $builder;
+                if let Some(log) = log {
+                    b = b.interceptor(log.clone());
+                }
+                $sdk::Client::from_conf(b.build())
+            }};
+        }
         Self::new(
-            aws_sdk_ec2::Client::new(conf),
-            aws_sdk_ssm::Client::new(conf),
-            aws_sdk_pricing::Client::from_conf(pricing),
-            aws_sdk_iam::Client::new(conf),
+            client!(aws_sdk_ec2, aws_sdk_ec2::config::Builder::from(conf)),
+            client!(aws_sdk_ssm, aws_sdk_ssm::config::Builder::from(conf)),
+            client!(
+                aws_sdk_pricing,
+                aws_sdk_pricing::config::Builder::from(conf)
+                    .region(aws_sdk_pricing::config::Region::new("us-east-1"))
+            ),
+            client!(aws_sdk_iam, aws_sdk_iam::config::Builder::from(conf)),
         )
+    }
+}
+
+/// The AWS operations an [`SdkApi`] started, as IAM action names (`ec2:CreateFleet`,
+/// `ssm:GetParameter`, ...), whether they succeeded or not: what the actuator's IAM policy
+/// must allow. An SDK interceptor fills it as each operation starts; clones share one log.
+#[derive(Debug, Clone, Default)]
+pub struct CallLog(std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>);
+
+impl CallLog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every action recorded so far, sorted.
+    pub fn actions(&self) -> std::collections::BTreeSet<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl aws_sdk_ec2::config::Intercept for CallLog {
+    fn name(&self) -> &'static str {
+        "berth-call-log"
+    }
+
+    // Before serialization, not before execution: the operation's metadata is in the bag
+    // only once its runtime plugins have run.
+    fn read_before_serialization(
+        &self,
+        _context: &aws_sdk_ec2::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_ec2::config::RuntimeComponents,
+        cfg: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        use aws_smithy_runtime_api::client::orchestrator::Metadata;
+        if let Some(op) = cfg.load::<Metadata>() {
+            // The SDKs name their services "EC2", "SSM", "IAM", "Pricing"; IAM's action
+            // prefixes are the same in lower case.
+            let action = format!("{}:{}", op.service().to_ascii_lowercase(), op.name());
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(action);
+        }
+        Ok(())
     }
 }
 

@@ -23,5 +23,5 @@ pub mod pricing;
 pub mod provider;
 pub mod userdata;
 
-pub use api::{Ec2Api, SdkApi};
+pub use api::{CallLog, Ec2Api, SdkApi};
 pub use provider::{Ec2Cloud, Ec2Options};

@@ -694,3 +694,97 @@ async fn an_ami_selector_that_no_longer_selects_the_instance_s_image_is_ami_drif
     assert!(drift.0.starts_with("AMIDrift: "), "{drift:?}");
     assert!(drift.0.contains(&instance.image_id), "{drift:?}");
 }
+
+/// Actions AWS authorizes on behalf of an operation the provider starts, which it never
+/// starts itself (so the SDK never records them).
+const IMPLIED_ACTIONS: &[(&str, &str)] = &[
+    (
+        "ec2:RunInstances",
+        "CreateFleet (type instant) launches through RunInstances",
+    ),
+    (
+        "ec2:CreateTags",
+        "tag specifications of CreateFleet and CreateLaunchTemplate",
+    ),
+    ("iam:TagInstanceProfile", "CreateInstanceProfile with tags"),
+    (
+        "iam:PassRole",
+        "AddRoleToInstanceProfile, and launching with the node role's profile",
+    ),
+];
+
+/// The actions deploy/iam/berth-actuator-policy.json allows.
+fn policy_actions() -> std::collections::BTreeSet<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/iam/berth-actuator-policy.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("the policy is JSON");
+    let mut actions = std::collections::BTreeSet::new();
+    for statement in doc["Statement"].as_array().expect("Statement is a list") {
+        assert_eq!(statement["Effect"], "Allow", "{statement}");
+        match &statement["Action"] {
+            serde_json::Value::String(a) => {
+                actions.insert(a.clone());
+            }
+            serde_json::Value::Array(list) => actions.extend(
+                list.iter()
+                    .map(|a| a.as_str().expect("an action").to_owned()),
+            ),
+            other => panic!("Action {other}"),
+        }
+    }
+    actions
+}
+
+/// The provider's whole life against moto through one [`CallLog`]: every AWS operation it
+/// starts must be allowed by the IAM policy, and the policy must allow nothing it never
+/// starts (apart from what AWS checks on behalf of those operations).
+#[tokio::test]
+async fn the_iam_policy_allows_exactly_the_aws_operations_the_provider_starts() {
+    let f = fixture().await;
+    create_role(&f, "KarpenterNodeRole-ci").await;
+    let clock = ManualClock::new();
+    let log = berth_ec2::CallLog::new();
+    let c = Ec2Cloud::new(SdkApi::from_conf_logged(&f.conf, &log), options(&clock));
+    let mut spec = node_class();
+    spec.role = Some("KarpenterNodeRole-ci".to_owned());
+    c.set_node_class("default", spec.clone());
+
+    // Resolving the class: subnets, security groups, the alias's SSM parameter, its image,
+    // the role's instance profile.
+    c.resolve("default").await.unwrap();
+    // Instance types: types, offerings, spot prices, on-demand prices (moto has no Pricing
+    // API; the call is still made, and a real account must allow it).
+    c.instance_types(&nodepool()).await.unwrap();
+    // Launch, read back, drift, terminate.
+    let nc = claim("gitlab-iam-policy", &["m5.large"], "on-demand");
+    c.create(&nc).await.unwrap();
+    assert_eq!(c.list().await.unwrap().len(), 1);
+    c.is_drifted(&launched_with(&c, &nc)).await.unwrap();
+    c.delete(&nc.name).await.unwrap();
+    // The unused launch template is collected; the class is released with its profile.
+    clock.advance(Duration::from_secs(3601));
+    assert_eq!(c.garbage_collect_launch_templates().await.unwrap().len(), 1);
+    c.release_node_class("default", &spec).await.unwrap();
+
+    let called = log.actions();
+    // The log sees the calls (a log that recorded nothing would make the checks vacuous).
+    for a in ["ec2:CreateFleet", "ssm:GetParameter", "pricing:GetProducts"] {
+        assert!(called.contains(a), "{a} not recorded: {called:?}");
+    }
+    let allowed = policy_actions();
+    let missing: Vec<&String> = called.difference(&allowed).collect();
+    assert!(
+        missing.is_empty(),
+        "the provider calls these, and deploy/iam/berth-actuator-policy.json does not allow them: {missing:?}"
+    );
+    let mut want = called.clone();
+    want.extend(IMPLIED_ACTIONS.iter().map(|(a, _)| (*a).to_owned()));
+    let unused: Vec<&String> = allowed.difference(&want).collect();
+    assert!(
+        unused.is_empty(),
+        "the policy allows these, and the provider never calls them (least privilege): {unused:?}"
+    );
+}

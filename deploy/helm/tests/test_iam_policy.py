@@ -1,7 +1,10 @@
 """Tests of deploy/iam/berth-actuator-policy.json, the actuator's IAM policy: it allows exactly
 the AWS actions the EC2 provider calls (read from actuator/ec2/src/api.rs) plus the ones AWS
 checks on their behalf, scopes every write by tags the code sets, and matches the list in
-docs/install.md.
+docs/install.md. The same "exactly the calls" check runs in Rust from the calls themselves
+(berth-ec2's moto test `the_iam_policy_allows_exactly_the_aws_operations_the_provider_starts`,
+an SDK interceptor recording each operation); this one reads the source, so a call on a path
+that test does not drive is still caught.
 """
 
 from __future__ import annotations
