@@ -53,7 +53,7 @@ async fn take_over(cluster: &Cluster, leader: Service, lease: &str, successor: &
 async fn a_standby_takes_over_each_service_and_nothing_is_launched_twice() {
     let moto = ec2::moto().await;
     let cluster = Cluster::start("leader-election", ec2::MANIFESTS).await;
-    let kc = cluster.kubeconfig.display().to_string();
+    let kc = cluster.kubeconfig_for("berth-scheduler");
     let [a1, a2, s1, s2] = free_addrs();
     eprintln!("actuators {a1} {a2}, schedulers {s1} {s2}");
 

@@ -309,3 +309,76 @@ async fn strategic_merge_and_server_side_apply() {
         .unwrap();
     assert_eq!(forced.spec.unwrap().replicas, Some(5));
 }
+
+/// The audit names each call by the client's bearer token, in RBAC's verbs: get, list, watch,
+/// create, patch (and create for an apply that creates), delete, subresources as
+/// `resource/sub`.
+#[tokio::test]
+async fn the_audit_records_each_clients_calls_as_rbac_verbs() {
+    let s = sim(1000).await;
+    let kc = berth_sim::server::kubeconfig_with_token(&s._local.url(), "berth-test");
+    let kc = kube::config::Kubeconfig::from_yaml(&kc).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "ci");
+    pods.create(&PostParams::default(), &pod("a"))
+        .await
+        .unwrap();
+    pods.get("a").await.unwrap();
+    pods.list(&Default::default()).await.unwrap();
+    let mut w = pods
+        .watch(&kube::api::WatchParams::default().timeout(1), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let _ = w.next().await;
+    let apply = PatchParams::apply("berth-test");
+    pods.patch("b", &apply, &Patch::Apply(pod("b")))
+        .await
+        .unwrap();
+    pods.patch("b", &apply, &Patch::Apply(pod("b")))
+        .await
+        .unwrap();
+    pods.patch_status(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {}})),
+    )
+    .await
+    .unwrap();
+    pods.evict("a", &Default::default()).await.unwrap();
+    pods.delete("b", &Default::default()).await.unwrap();
+    // The test's own anonymous client is someone else.
+    Api::<Pod>::all(s.client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap();
+
+    let got: Vec<(String, String, Option<String>)> = s
+        .server
+        .audit()
+        .calls_of("berth-test")
+        .into_iter()
+        .map(|c| (c.verb, c.resource, c.namespace))
+        .collect();
+    let ci = Some("ci".to_owned());
+    let want: Vec<(String, String, Option<String>)> = [
+        ("create", "pods"),
+        ("create", "pods/eviction"),
+        ("delete", "pods"),
+        ("get", "pods"),
+        ("list", "pods"),
+        ("patch", "pods"),
+        ("patch", "pods/status"),
+        ("watch", "pods"),
+    ]
+    .iter()
+    .map(|(v, r)| ((*v).to_owned(), (*r).to_owned(), ci.clone()))
+    .collect();
+    assert_eq!(got, want);
+    let anonymous = s.server.audit().calls_of("system:anonymous");
+    assert_eq!(anonymous.len(), 1, "{anonymous:?}");
+    assert_eq!(anonymous.first().unwrap().namespace, None);
+}

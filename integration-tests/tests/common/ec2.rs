@@ -37,7 +37,7 @@ pub async fn moto() -> moto::Fixture {
 /// Static credentials in the environment and the endpoint override: the SDK never looks for
 /// credentials elsewhere, never reaches the instance-metadata address or AWS.
 pub fn actuator(cluster: &Cluster, endpoint: &str, grpc_addr: &str, extra: &[&str]) -> Service {
-    let kc = cluster.kubeconfig.display().to_string();
+    let kc = cluster.kubeconfig_for("berth-actuator");
     let mut args = vec![
         "--provider",
         "ec2",

@@ -113,6 +113,21 @@ impl Cluster {
         }
     }
 
+    /// A kubeconfig (written once) whose bearer token is `user`: the API server's audit
+    /// ([`berth_sim::server::Audit`]) names the calls made with it by that user. Each service
+    /// started here uses its binary's name.
+    pub fn kubeconfig_for(&self, user: &str) -> String {
+        let path = self.dir.join(format!("kubeconfig-{user}"));
+        if !path.exists() {
+            std::fs::write(
+                &path,
+                berth_sim::server::kubeconfig_with_token(&self.url, user),
+            )
+            .unwrap();
+        }
+        path.display().to_string()
+    }
+
     pub fn create(&self, yaml: &str) {
         for doc in yaml.split("\n---") {
             let v: serde_json::Value = serde_norway::from_str(doc).unwrap();
@@ -235,7 +250,7 @@ pub fn actuator_booting_in(cluster: &Cluster, boot_delay: &str) -> Service {
 /// The actuator on the sim cloud with `extra` flags (instances boot in 2 s unless `extra`
 /// says `--sim-boot-delay`).
 pub fn actuator_with(cluster: &Cluster, extra: &[&str]) -> Service {
-    let kc = cluster.kubeconfig.display().to_string();
+    let kc = cluster.kubeconfig_for("berth-actuator");
     let mut args = vec![
         "--provider",
         "sim",
@@ -283,7 +298,7 @@ pub fn watcher(cluster: &Cluster, scheduler_url: &str) -> Service {
 
 /// [`watcher`] with `extra` flags.
 pub fn watcher_with(cluster: &Cluster, scheduler_url: &str, extra: &[&str]) -> Service {
-    let kc = cluster.kubeconfig.display().to_string();
+    let kc = cluster.kubeconfig_for("berth-watcher");
     let mut args = vec![
         "--scheduler-url",
         scheduler_url,

@@ -9,6 +9,12 @@ pub fn kubeconfig(url: &str) -> String {
     )
 }
 
+/// [`kubeconfig`] whose user sends `token` as its bearer token: the server takes the token
+/// for the user's name ([`super::Audit`]).
+pub fn kubeconfig_with_token(url: &str, token: &str) -> String {
+    kubeconfig(url).replace("  user: {}\n", &format!("  user:\n    token: {token}\n"))
+}
+
 /// A running [`ApiServer`](super::ApiServer) on loopback; stops when dropped.
 #[derive(Debug)]
 pub struct LocalServer {

@@ -9,6 +9,7 @@
 //! [`ApiServer::evictions`]), and Karpenter objects validated on write (422 naming the field).
 //! Not yet: bindings, v1beta1 conversion on write, fault injection.
 
+mod audit;
 mod discovery;
 mod local;
 mod resources;
@@ -18,7 +19,8 @@ mod subresources;
 mod watch;
 mod write;
 
-pub use local::{LocalServer, kubeconfig};
+pub use audit::{Audit, KubeCall};
+pub use local::{LocalServer, kubeconfig, kubeconfig_with_token};
 pub use resources::{ApiResource, RESOURCES};
 pub use subresources::EvictionStats;
 
@@ -42,6 +44,7 @@ pub struct ApiServer {
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
     faults: Faults,
     evictions: Arc<Mutex<EvictionStats>>,
+    audit: Audit,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -57,6 +60,7 @@ impl ApiServer {
             clock,
             faults: Faults::default(),
             evictions: Arc::default(),
+            audit: Audit::default(),
         }
     }
 
@@ -110,6 +114,11 @@ impl ApiServer {
     }
 
     /// The fault rules (shared with every clone of this server).
+    /// What each client (by bearer token) asked of the server, as RBAC verbs and resources.
+    pub fn audit(&self) -> Audit {
+        self.audit.clone()
+    }
+
     pub fn faults(&self) -> Faults {
         self.faults.clone()
     }

@@ -57,6 +57,16 @@ impl ApiServer {
         let now = (self.clock)();
         let key = t.api.store_key();
         let ns = t.namespace.clone().unwrap_or_default();
+        let applies = method == Method::PATCH
+            && headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("application/apply-patch"));
+        let creates = applies
+            && t.name
+                .as_deref()
+                .is_some_and(|name| self.store.get(&key, &ns, name).is_err());
+        self.audit.record(&method, &uri, &headers, &t, creates);
         let v1beta1 = t.api.version == "v1beta1";
         let parse = || -> Result<Value, Box<Response>> {
             let obj: Value = serde_json::from_slice(&body)
