@@ -18,7 +18,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
 use berth_sim::controllers::ClusterOptions;
@@ -61,22 +60,8 @@ fn metric(page: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// GET http://<admin>/metrics over a plain TCP connection (loopback).
 fn scrape(service: &Service) -> String {
-    let addr = service.admin.as_deref().expect("an admin address");
-    let mut stream = std::net::TcpStream::connect(addr).expect("the admin port");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    // NB: read until the server closes, or until it has been quiet for a second.
-    stream
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .unwrap();
-    let mut page = Vec::new();
-    let _ = stream.read_to_end(&mut page);
-    String::from_utf8_lossy(&page).into_owned()
+    service.metrics()
 }
 
 #[tokio::main]

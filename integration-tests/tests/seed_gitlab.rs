@@ -6,7 +6,7 @@
 mod common;
 
 use berth_api::v1::NodeClaim;
-use common::{Berth, Cluster, build_pods, eventually};
+use common::{Berth, Cluster, build_pods, eventually, sample};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 
 fn running(pods: &[Pod], prefix: &str) -> usize {
@@ -26,7 +26,7 @@ fn running(pods: &[Pod], prefix: &str) -> usize {
 async fn build_pods_land_on_the_gitlab_pool_within_its_limits() {
     let cluster = Cluster::start("seed", common::SEED).await;
     cluster.create("apiVersion: v1\nkind: Namespace\nmetadata: {name: gitlab}");
-    let _berth = Berth::start(&cluster);
+    let berth = Berth::start(&cluster);
     cluster.create(&build_pods("gitlab", "build-a", 10));
     eventually(60, "the first burst runs", || async {
         running(&cluster.list::<Pod>().await, "build-a") == 10
@@ -99,4 +99,37 @@ async fn build_pods_land_on_the_gitlab_pool_within_its_limits() {
     );
     let cpu: usize = gitlab.len() * 8;
     assert!(cpu <= 32);
+
+    // The dashboard's figures: the pool's usage against its limits (watcher) and what its
+    // nodes cost per hour (scheduler, at each disruption evaluation: every 10 s).
+    let pool = [("nodepool", "gitlab-auto-nodepool")];
+    let with = |resource| [pool[0], ("resource", resource)];
+    eventually(
+        20,
+        "the watcher reports the pool's usage and limits",
+        || async {
+            let page = berth.watcher.metrics();
+            sample(&page, "berth_watcher_nodepool_usage", &with("nodes")) == Some(2.0)
+                && sample(&page, "berth_watcher_nodepool_usage", &with("cpu")) == Some(16.0)
+                && sample(&page, "berth_watcher_nodepool_limit", &with("cpu")) == Some(32.0)
+                && sample(&page, "berth_watcher_nodepool_limit", &with("memory"))
+                    == Some(64.0 * 1024.0 * 1024.0 * 1024.0)
+        },
+    )
+    .await;
+    eventually(
+        30,
+        "the scheduler reports the pool's cost per hour",
+        || async {
+            let page = berth.scheduler.metrics();
+            // Two t3.2xlarge on demand in the sim cloud's catalog: $0.3328 an hour each.
+            sample(
+                &page,
+                "berth_scheduler_nodepool_cost_per_hour_dollars",
+                &pool,
+            )
+            .is_some_and(|d| (d - 2.0 * 0.3328).abs() < 1e-6)
+        },
+    )
+    .await;
 }

@@ -283,6 +283,24 @@ pub fn node_pool_status(
 }
 
 /// Writes each NodePool's status when it differs from what the cluster holds.
+/// [`metrics::NODEPOOL_USAGE`] and [`metrics::NODEPOOL_LIMIT`] of one NodePool, from the
+/// status just computed and its spec (a quantity that does not parse is left out).
+fn record_usage_and_limits(pool: &NodePool, status: &berth_api::v1::NodePoolStatus) {
+    let name = pool.metadata.name.clone().unwrap_or_default();
+    let set = |metric: &'static str, resource: &str, q: &str| {
+        if let Ok(milli) = parse_milli(q) {
+            ::metrics::gauge!(metric, "nodepool" => name.clone(), "resource" => resource.to_owned())
+                .set(milli as f64 / 1000.0);
+        }
+    };
+    for (resource, q) in &status.resources {
+        set(metrics::NODEPOOL_USAGE, resource, &q.0);
+    }
+    for (resource, q) in &pool.spec.limits {
+        set(metrics::NODEPOOL_LIMIT, resource, &q.0);
+    }
+}
+
 pub async fn update_node_pool_statuses(client: &kube::Client, stores: &Stores) {
     let api: Api<NodePool> = Api::all(client.clone());
     let nodes = stores.nodes.state();
@@ -290,6 +308,7 @@ pub async fn update_node_pool_statuses(client: &kube::Client, stores: &Stores) {
     for pool in stores.node_pools.state() {
         let (ready, reason) = stores.node_class_ready(&pool);
         let status = node_pool_status(&pool, &nodes, (ready, &reason), &now);
+        record_usage_and_limits(&pool, &status);
         let unchanged = pool.status.as_ref().is_some_and(|s| {
             s.resources == status.resources
                 && s.nodes == status.nodes

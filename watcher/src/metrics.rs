@@ -21,6 +21,12 @@ pub const EVENTS_PUBLISHED_TOTAL: &str = "berth_watcher_events_published_total";
 pub const EVENTS_DROPPED_TOTAL: &str = "berth_watcher_events_dropped_total";
 /// Counter: pod events the API server refused.
 pub const EVENT_PUBLISH_ERRORS_TOTAL: &str = "berth_watcher_event_publish_errors_total";
+/// Gauge: what each NodePool's nodes hold, by `nodepool` and `resource` (`cpu` in cores,
+/// `memory` and `ephemeral-storage` in bytes, `pods`, `nodes`: the NodePool's
+/// `status.resources`), at each status pass.
+pub const NODEPOOL_USAGE: &str = "berth_watcher_nodepool_usage";
+/// Gauge: each NodePool's `spec.limits`, by `nodepool` and `resource`, in the same units.
+pub const NODEPOOL_LIMIT: &str = "berth_watcher_nodepool_limit";
 /// Counter: NodePool status updates written.
 pub const NODE_POOL_STATUS_UPDATES_TOTAL: &str = "berth_watcher_node_pool_status_updates_total";
 /// Counter: NodePool status updates refused.
@@ -32,6 +38,11 @@ pub const BUCKETS: berth_service::Buckets = &[];
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge};
     describe_gauge!(OBJECTS, "Objects the scheduler holds, by kind");
+    describe_gauge!(
+        NODEPOOL_USAGE,
+        "What each NodePool's nodes hold, by resource"
+    );
+    describe_gauge!(NODEPOOL_LIMIT, "Each NodePool's limits, by resource");
     describe_counter!(DELTAS_SENT_TOTAL, "Delta batches sent to the scheduler");
     describe_counter!(CHANGES_SENT_TOTAL, "Changes sent to the scheduler");
     describe_counter!(STREAM_RECONNECTS_TOTAL, "Sync streams reopened");

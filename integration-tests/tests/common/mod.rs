@@ -37,6 +37,42 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+impl Service {
+    /// Its Prometheus page: GET http://<admin>/metrics over a plain TCP connection (loopback).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read as _, Write as _};
+        let addr = self.admin.as_deref().expect("an admin address");
+        let mut stream = std::net::TcpStream::connect(addr).expect("the admin port");
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        // Read until the server closes, or until it has been quiet for a second.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut page = Vec::new();
+        let _ = stream.read_to_end(&mut page);
+        String::from_utf8_lossy(&page).into_owned()
+    }
+}
+
+/// The value of the sample of `name` whose labels include every `label="value"` of `labels`,
+/// in a Prometheus text page.
+pub fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    page.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            return None;
+        }
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        all.then(|| l.rsplit(' ').next()?.parse().ok()).flatten()
+    })
+}
+
 /// The simulated cluster: API server, controllers, kubelets (boot delay 2 s).
 pub struct Cluster {
     pub url: String,

@@ -531,6 +531,46 @@ fn is_disrupted_taint(t: &crate::model::Taint) -> bool {
     t.key == labels::DISRUPTED_TAINT_KEY
 }
 
+/// What each NodePool's nodes cost per hour now: the sum of each node's offering price (its
+/// instance type, zone and capacity type in its NodePool's instance types), by NodePool name.
+/// Every NodePool is listed (0 when it has no node); a node whose offering the pool no longer
+/// lists (a type since excluded, or unknown to the cloud) adds nothing and is counted in
+/// `unpriced`.
+pub fn cost_per_hour(input: &SchedulingInput) -> PoolCosts {
+    let mut costs = PoolCosts::default();
+    for p in &input.node_pools {
+        costs.per_hour.insert(p.node_pool.name.clone(), 0.0);
+    }
+    for n in &input.nodes {
+        let Some(pool_name) = n.node.labels.get(labels::NODE_POOL) else {
+            continue;
+        };
+        let Some(pool) = input
+            .node_pools
+            .iter()
+            .position(|p| &p.node_pool.name == pool_name)
+        else {
+            continue;
+        };
+        match node_price(input, pool, &n.node) {
+            Some(price) => {
+                *costs.per_hour.entry(pool_name.clone()).or_default() += price;
+            }
+            None => costs.unpriced += 1,
+        }
+    }
+    costs
+}
+
+/// [`cost_per_hour`]'s answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolCosts {
+    /// Dollars per hour, by NodePool.
+    pub per_hour: BTreeMap<String, f64>,
+    /// Nodes of a NodePool whose offering has no price.
+    pub unpriced: usize,
+}
+
 /// The price of the node's offering in its NodePool's instance types.
 fn node_price(input: &SchedulingInput, pool: usize, node: &Node) -> Option<f64> {
     let l = &node.labels;

@@ -787,3 +787,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn cost_per_hour_sums_each_pools_node_offerings() {
+    let mut c = Cluster::new(consolidating_pool())
+        .node("a", "m5.2xlarge", vec![])
+        .node("b", "m5.large", vec![]);
+    let price = |ty: &str| {
+        it(ty)
+            .offerings
+            .iter()
+            .find(|o| o.zone == ZONES[0] && o.capacity_type == CapacityType::OnDemand)
+            .unwrap()
+            .price
+    };
+    let pool = c.pool().name.clone();
+    let costs = disruption::cost_per_hour(&c.input.cluster);
+    let want = price("m5.2xlarge") + price("m5.large");
+    assert!((costs.per_hour[&pool] - want).abs() < 1e-9, "{costs:?}");
+    assert_eq!(costs.unpriced, 0);
+    // A node whose type the pool no longer offers is counted as unpriced, not guessed.
+    c.node_mut("b")
+        .node
+        .labels
+        .insert(labels::INSTANCE_TYPE.to_owned(), "x9.nonesuch".to_owned());
+    let costs = disruption::cost_per_hour(&c.input.cluster);
+    assert!((costs.per_hour[&pool] - price("m5.2xlarge")).abs() < 1e-9);
+    assert_eq!(costs.unpriced, 1);
+    // A pool without nodes is listed at 0.
+    let empty = Cluster::new(consolidating_pool());
+    assert_eq!(
+        disruption::cost_per_hour(&empty.input.cluster).per_hour[&pool],
+        0.0
+    );
+}

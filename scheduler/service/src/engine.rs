@@ -559,16 +559,19 @@ impl<C: Cloud> Engine<C> {
     }
 
     /// Evaluates disruption every `interval` while the cluster is settled, until `stop`.
+    /// The NodePools' cost per hour ([`metrics::NODEPOOL_COST_PER_HOUR`]) is recorded at the
+    /// same interval, disruption enabled or not and whether or not pods are pending.
     pub async fn run_disruption(self: Arc<Self>, stop: watch::Receiver<bool>) {
-        if !self.options.disruption.enabled {
-            return;
-        }
         let mut every = tokio::time::interval(self.options.disruption.interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = every.tick() => {}
                 () = berth_service::stopped(stop.clone()) => return,
+            }
+            self.record_costs().await;
+            if !self.options.disruption.enabled {
+                continue;
             }
             let stop = stop.clone();
             tokio::select! {
@@ -580,6 +583,33 @@ impl<C: Cloud> Engine<C> {
 
     /// The disruption input now, or `None` while the cluster is not settled (pods pending,
     /// claims in flight: provisioning goes first).
+    /// Sets [`metrics::NODEPOOL_COST_PER_HOUR`] and [`metrics::UNPRICED_NODES`] from the
+    /// nodes the model holds and their NodePools' offerings.
+    async fn record_costs(&self) {
+        let pools: Vec<NodePool> = {
+            let s = self.lock();
+            if !s.model.synced() {
+                return;
+            }
+            s.model.node_pools().cloned().collect()
+        };
+        let types = self.instance_types(pools).await;
+        let costs = {
+            let s = self.lock();
+            let input = s.model.disruption_input(
+                &types,
+                self.options.clock.now(),
+                self.options.disruption.core.clone(),
+            );
+            disruption::cost_per_hour(&input.cluster)
+        };
+        for (pool, dollars) in &costs.per_hour {
+            ::metrics::gauge!(metrics::NODEPOOL_COST_PER_HOUR, "nodepool" => pool.clone())
+                .set(*dollars);
+        }
+        ::metrics::gauge!(metrics::UNPRICED_NODES).set(costs.unpriced as f64);
+    }
+
     async fn disruption_input(&self) -> Option<disruption::DisruptionInput> {
         let pools: Vec<NodePool> = {
             let s = self.lock();

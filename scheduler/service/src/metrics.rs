@@ -27,6 +27,12 @@ pub const DISRUPTION_DECISIONS_TOTAL: &str = "berth_scheduler_disruption_decisio
 pub const DISRUPTION_NODES_TOTAL: &str = "berth_scheduler_disruption_nodes_total";
 /// Gauge: nodes some disruption method could take (before budgets), at the last evaluation.
 pub const DISRUPTION_ELIGIBLE_NODES: &str = "berth_scheduler_disruption_eligible_nodes";
+/// Gauge: what each NodePool's nodes cost per hour now (their offerings' prices), by
+/// `nodepool`; set at each disruption evaluation.
+pub const NODEPOOL_COST_PER_HOUR: &str = "berth_scheduler_nodepool_cost_per_hour_dollars";
+/// Gauge: nodes whose offering has no price in their NodePool's instance types (left out of
+/// the cost), at the last evaluation.
+pub const UNPRICED_NODES: &str = "berth_scheduler_unpriced_nodes";
 /// Gauge: disruptions the NodePool's budgets still allow, by `nodepool` and `reason`.
 pub const DISRUPTION_BUDGET_ALLOWED: &str = "berth_scheduler_disruption_budget_allowed";
 /// Gauge: nodes of the NodePool being disrupted, by `nodepool` and `reason`.
@@ -84,6 +90,11 @@ pub fn describe() {
         DISRUPTION_CONSOLIDATION_SEARCHES_TOTAL,
         "Consolidation searches, by outcome"
     );
+    describe_gauge!(
+        NODEPOOL_COST_PER_HOUR,
+        "What each NodePool's nodes cost per hour, in dollars"
+    );
+    describe_gauge!(UNPRICED_NODES, "Nodes left out of the cost: no price");
     describe_gauge!(
         DISRUPTION_ELIGIBLE_NODES,
         "Nodes a disruption method could take"
