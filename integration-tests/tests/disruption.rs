@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use berth_api::v1::NodeClaim;
 use common::disruption::{
-    INSTANCE_TYPE, claim_names, methods, only_new_claim_runs, patch_pool, requirements,
-    set_requirements, web_pdb, web_pool,
+    INSTANCE_TYPE, claim_names, guarded_web_pod, methods, only_new_claim_runs, patch_pool,
+    requirements, runs_on_a_replacement, set_requirements, web_pdb, web_pool,
 };
 use common::history::{self, node_claims, pods};
 use common::{
@@ -463,28 +463,9 @@ async fn termination_grace_period_ends_a_drain_a_pod_disruption_budget_holds() {
     );
     let cluster = Cluster::start("disruption-grace", &[SEED[0], &pool]).await;
     let _berth = Berth::start_disrupting(&cluster);
-    cluster.create(&deployment("web", 1, "500m"));
-    cluster.create(&web_pdb(1));
-    eventually(60, "the pod runs", || async {
-        only_new_claim_runs(&cluster, &[], "web", 1).await.is_some()
-    })
-    .await;
-    let first = only_new_claim_runs(&cluster, &[], "web", 1)
-        .await
-        .expect("it stays");
+    let (first, pod_before) = guarded_web_pod(&cluster).await;
     let old = claim_names(std::slice::from_ref(&first));
-    let pod_before = running(&cluster, "web").await[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
-
-    eventually(120, "the pod runs on the replacement", || async {
-        only_new_claim_runs(&cluster, &old, "web", 1)
-            .await
-            .is_some()
-    })
-    .await;
+    runs_on_a_replacement(&cluster, &old, "web", 1).await;
     let pod_after = running(&cluster, "web").await.remove(0);
     let claims = history::log(&cluster, &node_claims()).await;
     assert_eq!(

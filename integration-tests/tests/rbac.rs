@@ -12,8 +12,8 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::disruption::{claim_names, only_new_claim_runs, web_pdb, web_pool};
-use common::{Cluster, QUICK_DISRUPTION, SEED, deployment, eventually};
+use common::disruption::{claim_names, guarded_web_pod, runs_on_a_replacement, web_pool};
+use common::{Cluster, QUICK_DISRUPTION, SEED, eventually};
 
 const CALLS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -61,22 +61,9 @@ async fn each_service_makes_exactly_the_kubernetes_calls_the_chart_grants() {
     );
     let _watcher = common::watcher_with(&cluster, &scheduler.url(), &elect("watcher-1"));
 
-    cluster.create(&deployment("web", 1, "500m"));
-    cluster.create(&web_pdb(1));
-    eventually(60, "the pod runs", || async {
-        only_new_claim_runs(&cluster, &[], "web", 1).await.is_some()
-    })
-    .await;
-    let first = only_new_claim_runs(&cluster, &[], "web", 1)
-        .await
-        .expect("it stays");
+    let (first, _) = guarded_web_pod(&cluster).await;
     let old = claim_names(std::slice::from_ref(&first));
-    eventually(120, "the pod runs on the replacement", || async {
-        only_new_claim_runs(&cluster, &old, "web", 1)
-            .await
-            .is_some()
-    })
-    .await;
+    runs_on_a_replacement(&cluster, &old, "web", 1).await;
     eventually(30, "the expired NodeClaim is gone", || async {
         cluster
             .list::<berth_api::v1::NodeClaim>()

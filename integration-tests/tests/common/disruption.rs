@@ -117,6 +117,37 @@ pub async fn only_new_claim_runs(
         .filter(|c| !old.contains(&name(c)))
 }
 
+/// One pod of Deployment `web` (500m) that a PodDisruptionBudget (`minAvailable: 1`) keeps
+/// from eviction: waits until it runs on a NodeClaim alone, and returns that NodeClaim and the
+/// pod's name.
+pub async fn guarded_web_pod(cluster: &Cluster) -> (NodeClaim, String) {
+    cluster.create(&super::deployment("web", 1, "500m"));
+    cluster.create(&web_pdb(1));
+    eventually(60, "the pod runs", || async {
+        only_new_claim_runs(cluster, &[], "web", 1).await.is_some()
+    })
+    .await;
+    let claim = only_new_claim_runs(cluster, &[], "web", 1)
+        .await
+        .expect("it stays");
+    let pod = running(cluster, "web").await[0]
+        .metadata
+        .name
+        .clone()
+        .expect("a named pod");
+    (claim, pod)
+}
+
+/// Waits until the `replicas` pods of `app` run on one NodeClaim that is not one of `old`.
+pub async fn runs_on_a_replacement(cluster: &Cluster, old: &[String], app: &str, replicas: usize) {
+    eventually(120, "the pods run on the replacement", || async {
+        only_new_claim_runs(cluster, old, app, replicas)
+            .await
+            .is_some()
+    })
+    .await;
+}
+
 /// The disruption method recorded on each NodeClaim that was disrupted.
 pub fn methods(claims: &[berth_sim::store::Event]) -> BTreeMap<String, String> {
     claims
